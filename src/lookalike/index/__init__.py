@@ -1,0 +1,43 @@
+"""The index registry; backends are imported on first use."""
+from __future__ import annotations
+
+import importlib
+
+from lookalike.index.base import Index
+from lookalike.registry import Registry
+
+INDEXES: Registry[Index] = Registry("index")
+_PLUGINS = ("lookalike.index.backends", "lookalike.index.servers")
+_loaded = False
+
+
+def _load_plugins() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for mod in _PLUGINS:
+            try:
+                importlib.import_module(mod)
+            except ModuleNotFoundError as e:
+                if e.name != mod:
+                    raise
+
+
+def create_index(name: str, dim: int, **kwargs: object) -> Index:
+    _load_plugins()
+    return INDEXES.create(name, dim=dim, **kwargs)
+
+
+def index_class(name: str) -> type[Index]:
+    """The class registered under ``name`` (registered factories are the classes themselves)."""
+    _load_plugins()
+    family, _ = INDEXES.split(name)
+    return INDEXES._factories[family]  # type: ignore[return-value]
+
+
+def list_indexes() -> dict[str, str]:
+    _load_plugins()
+    return INDEXES.describe()
+
+
+__all__ = ["INDEXES", "Index", "create_index", "index_class", "list_indexes"]

@@ -1,0 +1,38 @@
+"""Settings read from the environment (prefix ``LOOKALIKE_``) and, optionally, a config file."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lookalike"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service and the pipeline; env vars win over the config file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOOKALIKE_", env_file=os.environ.get("LOOKALIKE_CONFIG"), extra="ignore"
+    )
+
+    workspace: Path = Path("workspace")
+    store_url: str | None = Field(None, description="SQLAlchemy URL; default: sqlite in the workspace")
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="where pretrained weights are looked up")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    default_k: int = 10
+    max_k: int = 100
+    route_threshold: float = Field(0.5, description="min category confidence to search inside the predicted type")
+    route_top_types: int = 3
+    image_url_timeout: float = 10.0
+    allow_image_urls: bool = Field(False, description="let POST /api/search fetch an image_url")
+    cors_origins: list[str] = []
+    api_keys: list[str] = Field([], description="sha256 hex digests of the keys allowed to write")
+    require_key_for_reads: bool = False

@@ -1,0 +1,4 @@
+from lookalike.store.sql import Store
+from lookalike.store.vectors import VectorStore
+
+__all__ = ["Store", "VectorStore"]

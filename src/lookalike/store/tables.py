@@ -1,0 +1,54 @@
+"""SQLAlchemy 2 tables: portable types only, so SQLite and PostgreSQL run the same code."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Product(Base):
+    __tablename__ = "products"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    title: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str | None] = mapped_column(String(256), index=True, nullable=True)
+    # relative to the catalogue root, or an http(s) URL
+    image: Mapped[str | None] = mapped_column(Text, nullable=True)
+    image_hash: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    attributes: Mapped[dict] = mapped_column(JSON, default=dict)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class SimilarProduct(Base):
+    __tablename__ = "similar_products"
+
+    encoder: Mapped[str] = mapped_column(String(256), primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    similar_id: Mapped[str] = mapped_column(String(128), index=True)
+    score: Mapped[float] = mapped_column(Float)
+    similarity_pct: Mapped[float] = mapped_column(Float)
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(32))
+    product_id: Mapped[str] = mapped_column(String(128), index=True)
+    source_product_id: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
+    position: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+Index("ix_similar_lookup", SimilarProduct.encoder, SimilarProduct.product_id)
