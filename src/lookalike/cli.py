@@ -21,6 +21,7 @@ WsArg = Annotated[Path, typer.Argument(help="workspace folder made by `lookalike
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU-feature probe
 
 
 @app.command()

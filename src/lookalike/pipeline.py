@@ -46,8 +46,9 @@ class BuildResult:
                  f"index      {self.index.get('backend')} {self.index.get('params', {})}"
                  f"  recall@10={self.index.get('recall_at_10')}"]
         lines += [f"{k:<10} {v}" for k, v in self.counts.items()]
-        if self.problems:
-            lines.append("problems   " + ", ".join(f"{k}={v}" for k, v in self.problems.items()))
+        bad = {k: v for k, v in self.problems.items() if v}
+        lines.append("problems   " + (", ".join(f"{k}={v}" for k, v in bad.items()) or "none")
+                     + "  (details: reports/validation.json)")
         lines.append("stage times (s): " + "  ".join(f"{k}={v:.1f}" for k, v in self.stages.items()))
         return "\n".join(lines)
 

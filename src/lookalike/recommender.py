@@ -18,7 +18,7 @@ from lookalike.catalogue import resolve_image_path
 from lookalike.encoders import Encoder, l2_normalise
 from lookalike.index.build import load_index
 from lookalike.pipeline import EXACT_SIMILAR_LIMIT, codes, open_encoder
-from lookalike.recommend.filters import AttributeTable, FilterSpec, select_with_crowding
+from lookalike.recommend.filters import AttributeTable, FilterSpec, fetch_filtered, select_with_crowding
 from lookalike.recommend.similarity_pct import SimilarityScale
 from lookalike.recommend.topk import topk_query
 from lookalike.settings import Settings
@@ -132,7 +132,7 @@ class Recommender:
 
     def _items(self, rows: np.ndarray, scores: np.ndarray, pct: np.ndarray | None = None) -> list[Recommendation]:
         pct = self.scale.pct(scores) if pct is None else pct
-        return [Recommendation(self.products[self.ids[j]], float(s), float(p))
+        return [Recommendation(self.products[self.ids[j]], round(min(float(s), 1.0), 6), round(float(p), 1))
                 for j, s, p in zip(rows, scores, pct) if j >= 0]
 
     # ---- similar by id ----------------------------------------------------------------------------
@@ -145,7 +145,7 @@ class Recommender:
         pre = self.pre_idx[i]
         pre = pre[pre >= 0]
         if same_category and not self.same_category_build:
-            pre = pre[self.table.category_codes[pre] == self.table.category_codes[i]]
+            pre = pre[self.table.codes("category")[pre] == self.table.codes("category")[i]]
         picked = select_with_crowding(pre, spec, self.table, k)
         if len(picked) >= k or len(pre) == len(self.ids) - 1:
             rank = {j: r for r, j in enumerate(self.pre_idx[i])}
@@ -155,23 +155,21 @@ class Recommender:
         mask = self.table.mask(spec) & (self.groups != self.groups[i])
         mask[i] = False
         if same_category:
-            mask &= self.table.category_codes == self.table.category_codes[i]
+            mask &= self.table.codes("category") == self.table.codes("category")[i]
         return self._search_vector(self.vectors[i], k, spec, mask)
 
     def _search_vector(self, q: np.ndarray, k: int, spec: FilterSpec, mask: np.ndarray) -> list[Recommendation]:
-        """Live exact search restricted to ``mask``, over-fetching until crowding leaves k or all are seen."""
+        """Live exact search restricted to ``mask``; crowding over-fetches until k are left or all are seen."""
         allowed = int(mask.sum())
-        fetch = k if not spec.max_per else 4 * k
-        while True:
+        found: dict[int, float] = {}
+
+        def search(fetch: int) -> np.ndarray:
             s, j = topk_query(self.vectors, q[None, :], min(fetch, max(allowed, 1)), mask=mask)
-            s, j = s[0], j[0]
-            keep = j >= 0
-            s, j = s[keep], j[keep]
-            picked = select_with_crowding(j, spec, self.table, k)
-            if len(picked) >= k or fetch >= allowed:
-                order = {int(x): r for r, x in enumerate(j)}
-                return self._items(picked, np.asarray([s[order[int(x)]] for x in picked], np.float32))
-            fetch *= 4
+            found.update(zip(j[0].tolist(), s[0].tolist()))
+            return j[0]
+
+        picked = fetch_filtered(search, spec, self.table, k, total=allowed, first_fetch=4 * k if spec.max_per else k)
+        return self._items(picked, np.asarray([found[int(x)] for x in picked], np.float32))
 
     # ---- search by photo / by example -------------------------------------------------------------
     def route(self, predictions: list[tuple[str, float]] | None) -> list[str] | None:

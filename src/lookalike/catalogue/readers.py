@@ -177,6 +177,8 @@ class Catalogue:
                 return ReadProblem(row, pid, "malformed_row", f"image template {m.image!r}: {e}")
         else:
             image = clean_value(values.get(m.image))
+            if isinstance(image, list):  # several images (e.g. a JSON array): the first is the product's
+                image = image[0] if isinstance(image[0], str) else None
         consumed = m._consumed()
         attrs: dict[str, Any] = {}
         for k, v in values.items():
@@ -250,7 +252,6 @@ class Catalogue:
 
 def _no_nan(name: str) -> None:
     """JSON's NaN/Infinity extensions become absent values: attributes must stay strict JSON."""
-    return None
 
 
 def _table_kind(path: Path) -> str:

@@ -35,15 +35,16 @@ from lookalike.encoders.prep import PreprocessCfg
 
 log = logging.getLogger(__name__)
 
-BLOCKS = ("shape", "colour", "hog", "lbp")
+BLOCKS = ("shape", "geom", "colour", "hog", "lbp")
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "work": 64,            # side of the square canvas every block is computed from
     "bg_thresh": 235,      # a pixel whose channels are all >= this is studio background
+    "crop": True,          # crop to the product's bounding box (False: keep the photo's framing)
     "margin": 0.04,        # bounding-box padding, as a fraction of its longer side
     "keep_aspect": True,   # pad the crop to a square (True) or stretch it (False)
     "thumb": 16,           # shape block: thumb x thumb grey thumbnail
-    "thumb_mode": "ink",   # "ink" (1 - grey), "grey" (grey), "centred" (grey minus its mean)
+    "thumb_mode": "ink",   # "ink" (1 - grey), "grey", "centred" (grey minus its mean), "mask" (silhouette)
     "h_bins": 12, "s_bins": 2, "v_bins": 2,  # chromatic pixels: hue x saturation x value
     "grey_bins": 4,        # achromatic pixels: value only
     "sat_min": 0.2,        # below this saturation (or value) a pixel counts as grey
@@ -51,7 +52,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "hog_size": 32, "hog_orient": 9, "hog_ppc": 8, "hog_cpb": 2,
     "lbp_points": 8, "lbp_radius": 1, "lbp_grid": 2,
     "power": 0.5,          # signed power normalisation of every block (0.5 = Hellinger for histograms)
-    "weights": {"shape": 1.0, "colour": 0.5, "hog": 1.0, "lbp": 0.3},
+    "geom_bins": 8,        # geom block: soft bins for box width, box height and log aspect ratio
+    "weights": {"shape": 1.0, "geom": 0.0, "colour": 0.5, "hog": 1.0, "lbp": 0.3},
 }
 
 
@@ -69,8 +71,8 @@ def resolve_params(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     if not any(w > 0 for w in weights.values()):
         raise ValueError("color-texture needs at least one block with a positive weight")
     p["weights"] = weights
-    if p["thumb_mode"] not in ("ink", "grey", "centred"):
-        raise ValueError(f"thumb_mode must be ink, grey or centred, got {p['thumb_mode']!r}")
+    if p["thumb_mode"] not in ("ink", "grey", "centred", "mask"):
+        raise ValueError(f"thumb_mode must be ink, grey, centred or mask, got {p['thumb_mode']!r}")
     return p
 
 
@@ -80,8 +82,9 @@ def _foreground(rgb: np.ndarray, thresh: int) -> np.ndarray:
     return rgb.min(axis=2) < thresh
 
 
-def prepare(img: Image.Image, p: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """RGB image -> (uint8 (work, work, 3) canvas of the cropped product, bool foreground mask)."""
+def prepare(img: Image.Image, p: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """RGB image -> (uint8 (work, work, 3) canvas of the cropped product, bool foreground mask,
+    (width, height) of the product's box as fractions of the photo's)."""
     work = int(p["work"])
     img = img.convert("RGB") if img.mode != "RGB" else img
     # integer reduce first: big catalogue photos would otherwise dominate the cost of the descriptor
@@ -90,12 +93,14 @@ def prepare(img: Image.Image, p: dict[str, Any]) -> tuple[np.ndarray, np.ndarray
         img = img.reduce(factor)
     rgb = np.asarray(img)
     fg = _foreground(rgb, p["bg_thresh"])
-    if fg.sum() >= 4:
+    box = (1.0, 1.0)
+    if p["crop"] and fg.sum() >= 4:
         rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
         top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         pad = round(p["margin"] * max(bottom - top, right - left))
         top, left = max(0, top - pad), max(0, left - pad)
         bottom, right = min(rgb.shape[0], bottom + pad), min(rgb.shape[1], right + pad)
+        box = ((right - left) / rgb.shape[1], (bottom - top) / rgb.shape[0])
         img = img.crop((int(left), int(top), int(right), int(bottom)))
     if p["keep_aspect"]:
         side = max(img.width, img.height)
@@ -106,11 +111,7 @@ def prepare(img: Image.Image, p: dict[str, Any]) -> tuple[np.ndarray, np.ndarray
     mask = _foreground(out, p["bg_thresh"])
     if mask.mean() < 0.01:  # a white product on white: describe the whole canvas rather than nothing
         mask = np.ones_like(mask)
-    return out, mask
-
-
-def _grey(rgb: np.ndarray) -> np.ndarray:
-    return (rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
+    return out, mask, box
 
 
 def _grid_hist(codes: np.ndarray, mask: np.ndarray, n_codes: int, grid: int) -> np.ndarray:
@@ -124,8 +125,26 @@ def _grid_hist(codes: np.ndarray, mask: np.ndarray, n_codes: int, grid: int) -> 
 
 # ---- blocks ------------------------------------------------------------------------------------------
 
-def shape_block(rgb: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+def _soft_onehot(x: float, lo: float, hi: float, bins: int) -> np.ndarray:
+    """Gaussian soft binning: the dot product of two codes decays smoothly with their distance."""
+    centres = np.linspace(lo, hi, bins, dtype=np.float32)
+    sigma = (hi - lo) / max(1, bins - 1)
+    return np.exp(-0.5 * ((np.float32(x) - centres) / sigma) ** 2).astype(np.float32)
+
+
+def geom_block(box: tuple[float, float], p: dict[str, Any]) -> np.ndarray:
+    """How much of the photo the product fills and its aspect ratio: the scale cue cropping removes."""
+    w, h = box
+    n = int(p["geom_bins"])
+    return np.concatenate([_soft_onehot(w, 0.0, 1.0, n), _soft_onehot(h, 0.0, 1.0, n),
+                           _soft_onehot(float(np.log2(max(h, 1e-3) / max(w, 1e-3))), -2.0, 2.0, n)])
+
+
+def shape_block(rgb: np.ndarray, mask: np.ndarray, p: dict[str, Any]) -> np.ndarray:
     t = int(p["thumb"])
+    if p["thumb_mode"] == "mask":
+        m = Image.fromarray(mask.astype(np.uint8) * 255).resize((t, t), Image.BOX)
+        return np.asarray(m, np.float32).ravel() / 255.0
     g = np.asarray(Image.fromarray(rgb).convert("L").resize((t, t), Image.BOX), np.float32) / 255.0
     if p["thumb_mode"] == "ink":
         g = 1.0 - g
@@ -138,7 +157,7 @@ def colour_block(rgb: np.ndarray, mask: np.ndarray, p: dict[str, Any]) -> np.nda
     hsv = np.asarray(Image.fromarray(rgb).convert("HSV"), np.int32)
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
     hb, sb, vb, gb = int(p["h_bins"]), int(p["s_bins"]), int(p["v_bins"]), int(p["grey_bins"])
-    smin = int(round(p["sat_min"] * 255))
+    smin = round(float(p["sat_min"]) * 255)
     chromatic = (sat >= smin) & (val >= smin)
     s_idx = np.minimum(sb - 1, (sat - smin).clip(0) * sb // max(1, 256 - smin))
     v_idx = np.minimum(vb - 1, (val - smin).clip(0) * vb // max(1, 256 - smin))
@@ -172,9 +191,10 @@ def _normalise(v: np.ndarray, power: float) -> np.ndarray:
 
 def describe_blocks(img: Image.Image, p: dict[str, Any], blocks: tuple[str, ...] = BLOCKS) -> dict[str, np.ndarray]:
     """Each requested block, power- and L2-normalised but not weighted (the benchmark mixes them)."""
-    rgb, mask = prepare(img, p)
+    rgb, mask, box = prepare(img, p)
     raw: dict[str, Callable[[], np.ndarray]] = {
-        "shape": lambda: shape_block(rgb, p),
+        "shape": lambda: shape_block(rgb, mask, p),
+        "geom": lambda: geom_block(box, p),
         "colour": lambda: colour_block(rgb, mask, p),
         "hog": lambda: hog_block(rgb, p),
         "lbp": lambda: lbp_block(rgb, mask, p),

@@ -36,8 +36,10 @@ def index_class(name: str) -> type[Index]:
 
 
 def list_indexes() -> dict[str, str]:
+    """Every backend, plus ``auto``: a choice among them (index/auto.py), not a backend of its own."""
     _load_plugins()
-    return INDEXES.describe()
+    return {"auto": "chosen from n, dim and the memory budget (--max-memory), like autofaiss",
+            **INDEXES.describe()}
 
 
 __all__ = ["INDEXES", "Index", "create_index", "index_class", "list_indexes"]

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 # Row-block selection is split over threads: argpartition releases the GIL and is single-threaded,
 # while the GEMM before it already uses every BLAS thread.
-_SELECT_THREADS = max(1, min(4, os.cpu_count() or 1))
+_SELECT_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                              else os.cpu_count() or 1))
 # Bound on the (queries x database) score block of topk_query, in float32 elements (~256 MB).
 _QUERY_BLOCK_ELEMS = 64 * 1024 * 1024
 
@@ -75,11 +76,9 @@ class _Groups:
 
     def __init__(self, groups: np.ndarray) -> None:
         self.order = np.argsort(groups, kind="stable")
-        _, inverse, first, counts = np.unique(groups, return_inverse=True, return_index=True, return_counts=True)
-        # np.unique's return_index refers to the unsorted array; recompute starts in sorted order instead.
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        del first
-        self.start = starts[inverse]
+        _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        # unique values come out sorted, so group g occupies order[start_g : start_g + count_g]
+        self.start = (np.cumsum(counts) - counts)[inverse]
         self.count = counts[inverse]
         # -1 means "no group"; a group of one is the row itself, already excluded.
         self.count[(groups < 0) | (self.count < 2)] = 0

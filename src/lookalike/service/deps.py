@@ -9,24 +9,26 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
 from lookalike.recommender import Recommender
 from lookalike.service.metrics import Metrics
+from lookalike.service.schemas import JSONCache
 from lookalike.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # An attribute is offered as a storefront filter when it has at most this many distinct values.
-MAX_FACET_VALUES = 40
+MAX_FACET_VALUES = 60
 
 
 @dataclass
 class Facets:
     """Catalogue-wide facts the storefront and the validators need, computed once per process."""
 
+    products: int
     categories: list[tuple[str, int]]
     attributes: dict[str, list[tuple[str, int]]]  # filterable attribute -> [(value, count)] by count
     attribute_keys: set[str]  # every attribute key seen, filterable or not
@@ -38,6 +40,7 @@ class ServiceState:
     metrics: Metrics
     recommender: Recommender | None = None
     load_error: str | None = None
+    json_cache: JSONCache = field(default_factory=JSONCache)
     _facets: Facets | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -52,7 +55,9 @@ class ServiceState:
 
 def compute_facets(rec: Recommender) -> Facets:
     values: dict[str, Counter[str]] = {}
+    n = 0
     for row in rec.store.iter_products():
+        n += 1
         for k, v in (row.attributes or {}).items():
             if v is None or isinstance(v, (dict, list)):
                 continue
@@ -61,18 +66,20 @@ def compute_facets(rec: Recommender) -> Facets:
                 c[str(v)] += 1
     attributes = {k: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))
                   for k, c in sorted(values.items()) if 1 < len(c) <= MAX_FACET_VALUES}
-    return Facets(categories=rec.store.categories(), attributes=attributes, attribute_keys=set(values))
+    return Facets(products=n, categories=rec.store.categories(), attributes=attributes, attribute_keys=set(values))
 
 
-def get_state(request: Request) -> ServiceState:
+# async on purpose: FastAPI runs plain-def dependencies in the thread pool, a thread hop per request for a
+# dictionary lookup
+async def get_state(request: Request) -> ServiceState:
     return request.app.state.lookalike
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.lookalike.settings
 
 
-def get_recommender(request: Request) -> Recommender:
+async def get_recommender(request: Request) -> Recommender:
     state: ServiceState = request.app.state.lookalike
     if state.recommender is None:
         if state.load_error:
@@ -80,6 +87,10 @@ def get_recommender(request: Request) -> Recommender:
         raise HTTPException(503, "the service is still loading its workspace; retry when GET /health says ok",
                             headers={"Retry-After": "2"})
     return state.recommender
+
+
+RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
 def check_k(k: int | None, settings: Settings) -> int:

@@ -6,8 +6,9 @@ The middleware is plain ASGI rather than BaseHTTPMiddleware because the latter c
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,8 +28,18 @@ class Metrics:
                                "Time spent per stage: decode (image bytes), encode (model), search (index), "
                                "store (product lookup), similar (similar-by-id, precomputed or live)",
                                ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        # children resolved once: .labels() does a dict lookup plus a lock on every call
+        # children resolved once: .labels() validates and takes a lock on every call
         self._stage = {s: self.stage.labels(stage=s) for s in STAGES}
+        self._req: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._req.get(key)
+        if children is None:
+            children = self._req[key] = (self.requests.labels(method, route, str(status)),
+                                         self.latency.labels(method, route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         child = self._stage.get(stage)
@@ -73,8 +84,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or ("/static" if scope["path"].startswith("/static/")
+            # path_format drops convertors: "/images/{product_id}" for "/images/{product_id:path}"
+            template = getattr(route, "path_format", None) or ("/static" if scope["path"].startswith("/static/")
                                                          else "<unmatched>")
-            method = scope["method"]
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - t0)
+            self.metrics.observe_request(scope["method"], template, status, time.perf_counter() - t0)

@@ -1,12 +1,15 @@
 """The HTTP contract: response and request bodies of the REST API.
 
-Other tools depend on these shapes, so field names are stable. The hot routes build the same shapes as
-plain dicts (see ``product_dict``/``item_dict``) and serialise them directly, skipping per-request model
-validation; these models document the contract in OpenAPI and validate the request bodies.
+Other tools depend on these shapes, so field names are stable. The routes emit the same shapes from plain
+dicts and cached JSON fragments (``product_dict``, ``JSONCache``), skipping a per-request model validation
+pass; these models document the contract in OpenAPI and validate the request bodies.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+import math
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -85,8 +88,48 @@ def product_dict(row: ProductRow) -> dict[str, Any]:
             "attributes": row.attributes}
 
 
-def item_dict(product: dict[str, Any], score: float, similarity_pct: float) -> dict[str, Any]:
-    return {"product": product, "score": round(float(score), 6), "similarity_pct": round(float(similarity_pct), 1)}
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
+class _Scored(Protocol):
+    product: ProductRow
+    score: float
+    similarity_pct: float
+
+
+class JSONCache:
+    """Each product's JSON, encoded once and reused in every list it appears in.
+
+    Building and encoding the dicts of ten products cost several times more than finding them, so the hot
+    routes splice these cached fragments instead. An entry is valid while the Recommender still holds the
+    very same row object; an updated product (a new row) is re-encoded on its next use.
+    """
+
+    def __init__(self) -> None:
+        self._products: dict[str, tuple[ProductRow, bytes]] = {}
+
+    def product(self, row: ProductRow) -> bytes:
+        hit = self._products.get(row.id)
+        if hit is not None and hit[0] is row:
+            return hit[1]
+        data = dumps(product_dict(row))
+        self._products[row.id] = (row, data)
+        return data
+
+    def items(self, recs: Sequence[_Scored]) -> bytes:
+        """``{"data": [item...], "count": n}`` as bytes."""
+        parts = [b'{"product":%b,"score":%.6f,"similarity_pct":%.1f}'
+                 % (self.product(r.product), _finite(r.score), _finite(r.similarity_pct)) for r in recs]
+        return b'{"data":[' + b",".join(parts) + b'],"count":' + str(len(parts)).encode() + b"}"
+
+    def search(self, predicted: tuple[str, float] | None, recs: Sequence[_Scored]) -> bytes:
+        pred = dumps({"label": predicted[0], "confidence": round(float(predicted[1]), 4)}) if predicted else b"null"
+        return b'{"predicted_category":' + pred + b"," + self.items(recs)[1:]
 
 
 # OpenAPI description of the two request bodies of POST /api/search (the route parses them itself so it

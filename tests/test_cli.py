@@ -1,0 +1,44 @@
+"""The Typer CLI: each command wraps a public function; output is checked, not just exit codes."""
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lookalike.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ws(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws = tmp_path_factory.mktemp("ws")
+    r = runner.invoke(app, ["build", str(tiny_catalogue), "--workspace", str(ws), "--encoder", "color-texture",
+                            "-k", "6"])
+    assert r.exit_code == 0, r.output
+    assert "encoder    color-texture" in r.output and "stage times" in r.output
+    return ws
+
+
+def test_registries_listed() -> None:
+    r = runner.invoke(app, ["list-encoders"])
+    assert r.exit_code == 0 and "color-texture" in r.output and "timm:<name>" in r.output
+    r = runner.invoke(app, ["list-indexes"])
+    assert r.exit_code == 0 and all(n in r.output for n in ("exact", "faiss", "hnswlib", "annoy"))
+
+
+def test_similar_table(ws: Path) -> None:
+    r = runner.invoke(app, ["similar", str(ws), "p0000", "-k", "3", "--filter", "colour:Red"])
+    assert r.exit_code == 0, r.output
+    assert "similar to p0000" in r.output and r.output.count("%") >= 3
+
+
+def test_similar_all_export(ws: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sim.jsonl"
+    r = runner.invoke(app, ["similar-all", str(ws), "-k", "4", "--export", str(out)])
+    assert r.exit_code == 0, r.output
+    assert len(out.read_text().splitlines()) == 120 * 4
+
+
+def test_unknown_encoder_lists_valid_ones(tiny_catalogue: Path, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["build", str(tiny_catalogue), "--workspace", str(tmp_path), "--encoder", "nope"])
+    assert r.exit_code != 0 and "Valid encoders" in str(r.exception)
