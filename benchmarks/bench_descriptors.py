@@ -78,7 +78,7 @@ def mix(grams: dict[str, np.ndarray], w: dict[str, float]) -> np.ndarray:
 
 
 def tune_weights(grams: dict[str, np.ndarray], labels: np.ndarray, w: dict[str, float],
-                 values: tuple[float, ...] = (0.0, 0.2, 0.35, 0.5, 0.7, 1.0, 1.4), passes: int = 2,
+                 values: tuple[float, ...] = (0.0, 0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0), passes: int = 2,
                  ) -> tuple[dict[str, float], float]:
     """Coordinate ascent on the block weights (a full grid over five blocks is too slow here)."""
     best = precision_at_k(mix(grams, w), labels)

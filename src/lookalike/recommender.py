@@ -89,7 +89,8 @@ class Recommender:
         # keep the index's label order so labels of an ANN index map straight to rows
         order = ws.read(idx_dir / "ids.json").get("ids", all_ids)
         where = {pid: i for i, pid in enumerate(all_ids)}
-        ids = [pid for pid in order if pid in where] + [pid for pid in all_ids if pid not in set(order)]
+        in_order = set(order)
+        ids = [pid for pid in order if pid in where] + [pid for pid in all_ids if pid not in in_order]
         vecs = all_vecs[[where[p] for p in ids]] if ids else all_vecs
         pre = cls._load_precomputed(store, enc_name, ids, int(info.get("k", 20)))
         rec = cls(ws, store, enc_name, ids, vecs, products, SimilarityScale.load(idx_dir / "similarity.json"),
@@ -104,10 +105,10 @@ class Recommender:
         pos = {pid: i for i, pid in enumerate(ids)}
         idx = np.full((len(ids), k), -1, np.int64)
         scores = np.full((len(ids), k), -np.inf, np.float32)
-        for r in store.iter_similar(encoder):
-            i, j = pos.get(r.product_id), pos.get(r.similar_id)
-            if i is not None and j is not None and r.rank < k:
-                idx[i, r.rank], scores[i, r.rank] = j, r.score
+        for pid, rank, sid, score in store.similar_table(encoder):
+            i, j = pos.get(pid), pos.get(sid)
+            if i is not None and j is not None and rank < k:
+                idx[i, rank], scores[i, rank] = j, score
         return idx, scores
 
     @property

@@ -129,3 +129,10 @@ def test_cors_when_configured(make_client) -> None:  # type: ignore[no-untyped-d
     client = make_client(cors_origins=["http://shop.example"])
     r = client.get("/api/products/p0000", headers={"origin": "http://shop.example"})
     assert r.headers["access-control-allow-origin"] == "http://shop.example"
+
+
+def test_load_before_serving(workspace: Path, n_products: int) -> None:
+    with TestClient(create_app(Settings(workspace=workspace), load_in_background=False)) as client:
+        r = client.get("/health")  # start-up returned only once the workspace was in memory
+        assert (r.status_code, r.json()["status"]) == (200, "ok")
+        assert r.json()["products"] == n_products

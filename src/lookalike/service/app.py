@@ -2,7 +2,8 @@
 
 ``create_app`` loads the workspace in a background thread at start-up, so ``/health`` answers "loading"
 (503) until the store, vectors, index and encoder are in memory, then "ok". ``serve`` runs it on uvicorn;
-with several workers each process loads its own Recommender through the ``app_from_env`` factory.
+with several workers each process loads its own Recommender through the ``app_from_env`` factory, before
+it starts accepting connections, so no request ever lands on a worker that is still loading.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -86,8 +88,14 @@ def _install_error_handlers(app: FastAPI) -> None:
                             status_code=500)
 
 
-def create_app(settings: Settings | None = None, recommender: Recommender | None = None) -> FastAPI:
-    """The whole service. Give ``recommender`` to serve one already open (tests, notebooks)."""
+def create_app(settings: Settings | None = None, recommender: Recommender | None = None,
+               load_in_background: bool = True) -> FastAPI:
+    """The whole service. Give ``recommender`` to serve one already open (tests, notebooks).
+
+    With ``load_in_background`` the server listens at once and answers 503 "loading" until the workspace
+    is in memory; without, start-up waits for it, so a worker accepts no connection before it is ready
+    (what several workers behind one socket want: the ready ones take all the traffic).
+    """
     settings = settings or Settings()
     metrics = Metrics()
     state = ServiceState(settings=settings, metrics=metrics, recommender=recommender)
@@ -96,7 +104,10 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.recommender is None:
             state.load_error = None
-            threading.Thread(target=_load, args=(state,), name="lookalike-load", daemon=True).start()
+            if load_in_background:
+                threading.Thread(target=_load, args=(state,), name="lookalike-load", daemon=True).start()
+            else:
+                await anyio.to_thread.run_sync(_load, state)
         yield
 
     app = FastAPI(title="lookalike", version=__version__, lifespan=lifespan,
@@ -131,7 +142,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
 
 def app_from_env() -> FastAPI:
     """uvicorn factory for multi-worker serving: each worker reads LOOKALIKE_* and loads its own Recommender."""
-    return create_app(Settings())
+    return create_app(Settings(), load_in_background=False)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

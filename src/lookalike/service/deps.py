@@ -7,32 +7,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
 from lookalike.recommender import Recommender
+from lookalike.service.catalogue import Facets, Listing
 from lookalike.service.metrics import Metrics
 from lookalike.service.schemas import JSONCache
 from lookalike.settings import Settings
+from lookalike.store.sql import ProductRow
 
 log = logging.getLogger(__name__)
-
-# An attribute is offered as a storefront filter when it has at most this many distinct values.
-MAX_FACET_VALUES = 60
-
-
-@dataclass
-class Facets:
-    """Catalogue-wide facts the storefront and the validators need, computed once per process."""
-
-    products: int
-    categories: list[tuple[str, int]]
-    attributes: dict[str, list[tuple[str, int]]]  # filterable attribute -> [(value, count)] by count
-    attribute_keys: set[str]  # every attribute key seen, filterable or not
-
 
 @dataclass
 class ServiceState:
@@ -41,32 +28,30 @@ class ServiceState:
     recommender: Recommender | None = None
     load_error: str | None = None
     json_cache: JSONCache = field(default_factory=JSONCache)
-    _facets: Facets | None = None
+    _listing: Listing | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def facets(self) -> Facets:
-        if self._facets is None:
+    def listing(self) -> Listing:
+        """The in-memory catalogue listing, built once from the store (the same snapshot the Recommender has)."""
+        if self._listing is None:
             with self._lock:
-                if self._facets is None and self.recommender is not None:
-                    self._facets = compute_facets(self.recommender)
-        assert self._facets is not None
-        return self._facets
+                if self._listing is None and self.recommender is not None:
+                    self._listing = Listing(self.recommender.store.iter_products())
+        if self._listing is None:
+            raise HTTPException(503, "the service is still loading its workspace; retry when GET /health says ok")
+        return self._listing
 
+    def facets(self) -> Facets:
+        return self.listing().facets
 
-def compute_facets(rec: Recommender) -> Facets:
-    values: dict[str, Counter[str]] = {}
-    n = 0
-    for row in rec.store.iter_products():
-        n += 1
-        for k, v in (row.attributes or {}).items():
-            if v is None or isinstance(v, (dict, list)):
-                continue
-            c = values.setdefault(k, Counter())
-            if len(c) <= MAX_FACET_VALUES:  # stop counting values of free-text attributes early
-                c[str(v)] += 1
-    attributes = {k: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))
-                  for k, c in sorted(values.items()) if 1 < len(c) <= MAX_FACET_VALUES}
-    return Facets(products=n, categories=rec.store.categories(), attributes=attributes, attribute_keys=set(values))
+    def list_products(self, limit: int = 24, offset: int = 0, category: str | None = None, q: str | None = None,
+                      attrs: dict[str, str] | None = None) -> tuple[list[ProductRow], int]:
+        ids, total = self.listing().query(limit, offset, category, q, attrs)
+        rec = self.recommender
+        assert rec is not None
+        # the Recommender's own row objects, so the JSON cache recognises them
+        rows = [row for row in map(rec.product, ids) if row is not None]
+        return rows, total
 
 
 # async on purpose: FastAPI runs plain-def dependencies in the thread pool, a thread hop per request for a

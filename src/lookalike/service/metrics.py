@@ -26,7 +26,7 @@ class Metrics:
                                  ["method", "route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.stage = Histogram("lookalike_stage_seconds",
                                "Time spent per stage: decode (image bytes), encode (model), search (index), "
-                               "store (product lookup), similar (similar-by-id, precomputed or live)",
+                               "store (product rows into the response), similar (similar-by-id, precomputed or live)",
                                ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         # children resolved once: .labels() validates and takes a lock on every call
         self._stage = {s: self.stage.labels(stage=s) for s in STAGES}

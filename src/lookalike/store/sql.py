@@ -223,6 +223,14 @@ class Store:
             for r in s.scalars(q.execution_options(yield_per=20000)):
                 yield SimilarRow(r.product_id, r.rank, r.similar_id, r.score, r.similarity_pct)
 
+    def similar_table(self, encoder: str) -> list[tuple[str, int, str, float]]:
+        """Every (product_id, rank, similar_id, score) of ``encoder``, as plain tuples: loading a million
+        rows through the ORM would take minutes at start-up."""
+        q = select(SimilarProduct.product_id, SimilarProduct.rank, SimilarProduct.similar_id,
+                   SimilarProduct.score).where(SimilarProduct.encoder == encoder)
+        with self.engine.connect() as c:
+            return [tuple(r) for r in c.execute(q)]  # type: ignore[misc]
+
     def count_similar_sources(self, encoder: str) -> int:
         with self.session() as s:
             q = select(func.count(func.distinct(SimilarProduct.product_id))).where(SimilarProduct.encoder == encoder)

@@ -67,7 +67,7 @@ class LabelMap:
         kept = sorted(k for k, n in counts.items() if n >= min_count and k != OTHER)
         grouped = {k: (k if k in kept else OTHER) for k in counts}
         classes = kept + ([OTHER] if OTHER in grouped.values() else [])
-        if len(classes) < 2:
+        if len(kept) < 2:
             raise ValueError(f"need at least 2 classes with >= {min_count} products to train a classifier, "
                              f"found {len(kept)} ({dict(counts.most_common(5))}); lower min_count or pick "
                              "another label, or use recipe='autoencoder'/'contrastive'")

@@ -7,6 +7,7 @@ after an interruption replays exactly the epochs it missed.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -106,13 +107,18 @@ def save_torch(path: Path, obj: Any) -> None:
 
 def make_optimiser(recipe: Recipe, cfg: LoopCfg, steps_per_epoch: int
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with a linear warm-up then a cosine decay to 1% of the peak, stepped per batch."""
     opt = torch.optim.AdamW(recipe.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = max(1, cfg.epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[g.get("lr", cfg.lr) for g in opt.param_groups], total_steps=total,
-        pct_start=min(0.3, max(cfg.warmup, 1.0 / total)), anneal_strategy="cos", div_factor=10.0,
-        final_div_factor=100.0)
-    return opt, sched
+    warm = max(1, round(cfg.warmup * total))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def fit(recipe: Recipe, train_idx: np.ndarray, cfg: LoopCfg, folder: Path, fingerprint: str,

@@ -126,7 +126,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> N
             a2.plot(ep, [np.nan if v is None else v for v in vals], marker="o", label=key)
     a2.set_xlabel("epoch")
     a2.set_ylim(0, 1)
-    a2.legend()
+    if a2.get_lines():
+        a2.legend()
     fig.suptitle(title)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90))

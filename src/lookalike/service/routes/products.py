@@ -14,7 +14,7 @@ from starlette.responses import Response
 from lookalike.recommend.filters import FilterSpec
 from lookalike.recommender import UnknownProductError
 from lookalike.service.deps import RecommenderDep, ServiceState, StateDep, check_k, get_recommender
-from lookalike.service.schemas import ErrorBody, Item, ItemList, Product, ProductList, dumps, product_dict
+from lookalike.service.schemas import ErrorBody, Item, ItemList, Product, ProductList, dumps
 
 router = APIRouter(prefix="/api/products", tags=["products"])
 
@@ -134,9 +134,10 @@ def list_products(
 ) -> Response:
     """A page of products; add ``attr=value`` parameters (``gender=Women``) to filter on attributes."""
     attrs = attribute_filters(request, state)
-    rows, total = rec.store.list_products(limit=limit, offset=offset, category=category or None, q=q or None,
-                                          attrs=attrs or None)
-    return JSONBytes({"data": [product_dict(r) for r in rows], "count": total})
+    rows, total = state.list_products(limit=limit, offset=offset, category=category or None, q=q or None,
+                                      attrs=attrs or None)
+    cache = state.json_cache
+    return JSONBytes(b'{"data":[' + b",".join(cache.product(r) for r in rows) + b'],"count":%d}' % total)
 
 
 @router.get("/{product_id:path}", response_model=Product, responses={404: _ERRORS[404]})

@@ -251,7 +251,8 @@ async def search_json(body: SearchJSON, rec: Recommender, state: ServiceState) -
     image = await run_in_threadpool(decode_image, data, settings)
     state.metrics.observe_stage("decode", time.perf_counter() - t0)
     result = await run_photo_search(rec, state, PhotoQuery(image, k, category, route, spec))
-    return state.json_cache.search(result.predicted_category, result.items)
+    with state.metrics.time_stage("store"):
+        return state.json_cache.search(result.predicted_category, result.items)
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -278,7 +279,9 @@ async def search(request: Request, rec: RecommenderDep, state: StateDep) -> Resp
         finally:
             await form.close()
         result = await run_photo_search(rec, state, q)
-        return JSONBytes(state.json_cache.search(result.predicted_category, result.items))
+        with state.metrics.time_stage("store"):  # product rows -> response
+            body = state.json_cache.search(result.predicted_category, result.items)
+        return JSONBytes(body)
     if ctype == "application/json" or ctype.endswith("+json"):
         return JSONBytes(await search_json(await read_json(request), rec, state))
     raise HTTPException(415, f"unsupported Content-Type {ctype or '(none)'!r}: send multipart/form-data with a file "

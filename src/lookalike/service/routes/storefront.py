@@ -75,20 +75,21 @@ def error_page(request: Request, exc: PageError) -> Response:
 @router.get("/", response_class=HTMLResponse)
 def catalogue(request: Request, page: str | None = None, category: str | None = None,
               q: str | None = None) -> Response:
-    rec = _recommender(request)
-    facets = _state(request).facets()
+    _recommender(request)
+    state = _state(request)
+    facets = state.facets()
     attrs = {k: v for k, v in request.query_params.items() if k in facets.attributes and v}
     # a page is a link a shopper may have edited: anything odd shows the first or the last page, not an error
     n = int(page) if page and page.isdigit() else 1
     first = max(1, min(n, 1_000_000))
-    rows, total = rec.store.list_products(limit=PAGE_SIZE, offset=(first - 1) * PAGE_SIZE, category=category or None,
-                                          q=(q or "").strip() or None, attrs=attrs or None)
+    rows, total = state.list_products(limit=PAGE_SIZE, offset=(first - 1) * PAGE_SIZE, category=category or None,
+                                      q=(q or "").strip() or None, attrs=attrs or None)
     pages = max(1, math.ceil(total / PAGE_SIZE))
     page_no = min(first, pages)
     if page_no != first:
-        rows, total = rec.store.list_products(limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE,
-                                              category=category or None, q=(q or "").strip() or None,
-                                              attrs=attrs or None)
+        rows, total = state.list_products(limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE,
+                                          category=category or None, q=(q or "").strip() or None,
+                                          attrs=attrs or None)
     keep = {k: v for k, v in {"q": q, "category": category, **attrs}.items() if v}
 
     def page_url(n: int) -> str:

@@ -1,0 +1,147 @@
+"""The ``trained:`` encoder on a classifier trained here on generated shapes (4 classes, 32 px)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.demo import COLOURS, draw_product
+from lookalike.encoders import create_encoder, list_encoders
+from lookalike.encoders.trained import TrainedEncoder, find_model_dir
+
+KINDS = (("circle", "Red"), ("square", "Blue"), ("triangle", "Green"), ("stripe", "Yellow"))
+
+
+def _catalogue(folder: Path, per_class: int = 24, rare: int = 0) -> Path:
+    (folder / "images").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    rows = []
+    # the rare class (black circles, "dot") falls under min_count and trains as "other"
+    kinds = [(s, c, s) for s, c in KINDS for _ in range(per_class)] + [("circle", "Black", "dot")] * rare
+    for i, (shape, colour, category) in enumerate(kinds):
+        draw_product(shape, COLOURS[colour], rng, size=32).save(folder / "images" / f"{i}.png")
+        rows.append({"id": f"p{i}", "title": shape, "category": category, "image": f"images/{i}.png"})
+    with (folder / "catalogue.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return folder / "catalogue.csv"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lookalike.training import train
+
+    root = tmp_path_factory.mktemp("trained-enc")
+    ws = root / "ws"
+    cat = _catalogue(root / "cat", rare=4)
+    train(cat, ws, label="category", epochs=6, image_size=32, batch_size=32, lr=5e-3, min_count=10,
+          show_progress=False)
+    return ws
+
+
+def _photos(n: int = 8, seed: int = 7) -> tuple[list[Image.Image], list[str]]:
+    rng = np.random.default_rng(seed)
+    kinds = [KINDS[i % 4] for i in range(n)]
+    return [draw_product(s, COLOURS[c], rng, size=32) for s, c in kinds], [s for s, _ in kinds]
+
+
+def test_registered() -> None:
+    assert "trained:<name>" in list_encoders()
+
+
+def test_encode_contract(workspace: Path, tmp_path: Path) -> None:
+    enc = create_encoder(f"trained:{workspace}")
+    assert enc.dim == 128 and enc.preprocess.size == (32, 32)
+    imgs, _ = _photos()
+    v = enc.encode(imgs, batch_size=3, show_progress=False)
+    assert v.shape == (8, enc.dim) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(enc.encode(imgs[:2], show_progress=False), v[:2], atol=1e-5)
+    paths = []
+    for i, im in enumerate(imgs):
+        paths.append(tmp_path / f"{i}.png")
+        im.save(paths[-1])
+    np.testing.assert_allclose(enc.encode(paths, show_progress=False), v, atol=1e-5)
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    batches = list(enc.encode_iter([paths[0], tmp_path / "bad.png"], show_progress=False))
+    assert batches[0].errors and batches[0].errors[0][0] == 1  # skipped and reported, not fatal
+    # same-class photos are nearer to each other than to the other classes
+    sims = v @ v.T
+    same = [sims[i, j] for i in range(8) for j in range(8) if i != j and i % 4 == j % 4]
+    diff = [sims[i, j] for i in range(8) for j in range(8) if i % 4 != j % 4]
+    assert np.mean(same) > np.mean(diff) + 0.2
+
+
+def test_predicts_categories_and_never_other(workspace: Path) -> None:
+    enc = create_encoder(f"trained:{workspace}")
+    assert enc.classes[-1] == "other"
+    imgs, truth = _photos(12)
+    preds = enc.predict_category(imgs, top=3)
+    assert len(preds) == 12 and all(len(p) == 3 for p in preds)
+    assert all(lab != "other" for p in preds for lab, _ in p)
+    for p in preds:
+        probs = [pr for _, pr in p]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    accuracy = np.mean([p[0][0] == t for p, t in zip(preds, truth)])
+    assert accuracy >= 0.75  # chance 0.25
+    vecs, preds2 = enc.encode_and_predict(imgs, top=3)
+    np.testing.assert_allclose(vecs, enc.encode(imgs, show_progress=False), atol=1e-5)
+    assert [p[0][0] for p in preds2] == [p[0][0] for p in preds]
+
+
+def test_onnx_backend_gives_the_same_numbers(workspace: Path) -> None:
+    torch_enc = create_encoder(f"trained:{workspace}")
+    onnx_enc = create_encoder(f"trained:{workspace}", backend="onnx")
+    imgs, _ = _photos()
+    v1, p1 = torch_enc.encode_and_predict(imgs, top=2)
+    v2, p2 = onnx_enc.encode_and_predict(imgs, top=2)
+    np.testing.assert_allclose(v1, v2, atol=1e-4)
+    for a, b in zip(p1, p2):
+        assert [x[0] for x in a] == [x[0] for x in b]
+        np.testing.assert_allclose([x[1] for x in a], [x[1] for x in b], atol=1e-4)
+    assert onnx_enc.info()["backend"] == "onnx"
+
+
+def test_model_folder_choice(workspace: Path, tmp_path: Path) -> None:
+    folder = find_model_dir(workspace)
+    assert folder.parent.name == "models"
+    assert find_model_dir(folder) == folder
+    enc = TrainedEncoder(folder)
+    assert enc.info()["model_dir"] == str(folder) and enc.info()["quality"]["p_at_10"] is not None
+    # a second, worse model in the workspace is not chosen: the best report wins
+    worse = folder.parent / "worse"
+    worse.mkdir()
+    meta = json.loads((folder / "training.json").read_text())
+    meta["report"] = {"p_at_10": 0.01}
+    (worse / "training.json").write_text(json.dumps(meta))
+    (worse / "model.pt").write_bytes((folder / "model.pt").read_bytes())
+    try:
+        assert find_model_dir(workspace) == folder
+    finally:
+        for f in worse.iterdir():
+            f.unlink()
+        worse.rmdir()
+    with pytest.raises(FileNotFoundError, match="lookalike train"):
+        find_model_dir(tmp_path)
+    with pytest.raises(ValueError, match="backend"):
+        TrainedEncoder(folder, backend="tensorrt")
+
+
+def test_autoencoder_model_has_no_categories(tmp_path: Path) -> None:
+    from lookalike.training import train
+
+    cat = _catalogue(tmp_path / "cat", per_class=10)
+    r = train(cat, tmp_path / "ws", label="category", recipe="autoencoder", epochs=1, image_size=32,
+              batch_size=16, show_progress=False)
+    enc = create_encoder(f"trained:{r.model_dir}")
+    imgs, _ = _photos(3)
+    assert enc.predict_category(imgs) is None
+    vecs, preds = enc.encode_and_predict(imgs)
+    assert vecs.shape == (3, enc.dim) and preds is None
+    onnx = create_encoder(f"trained:{r.model_dir}", backend="onnx")
+    np.testing.assert_allclose(onnx.encode(imgs, show_progress=False), vecs, atol=1e-4)

@@ -1,0 +1,105 @@
+"""Training runs on tiny generated catalogues (4 classes of coloured shapes, 32 px): each recipe learns."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lookalike.training import OTHER, train
+from lookalike.training.recipes import ClassifierRecipe
+
+from .conftest import make_shapes_catalogue
+
+FAST = {"image_size": 32, "batch_size": 32, "lr": 5e-3, "show_progress": False}
+
+
+def test_classifier_learns_well_above_chance(trained_classifier) -> None:
+    r = trained_classifier
+    assert r.recipe == "classifier" and r.epochs == 6 and r.resumed_from == 0
+    last = r.history[-1]
+    assert last["val_acc"] >= 0.75  # chance is 0.25
+    assert r.history[-1]["loss"] < r.history[0]["loss"]
+    rep = r.report
+    assert rep["val_top1"] >= 0.75 and rep["val_top1_top20"] >= 0.75
+    assert rep["p_at_10"] >= 0.6
+    assert {"confusions", "train_seconds", "p_at_10_worst_classes", "top20_classes"} <= set(rep)
+    folder = r.model_dir
+    for f in ("checkpoint.pt", "model.pt", "training.json", "report.json", "curves.png", "model.onnx"):
+        assert (folder / f).is_file(), f
+    meta = json.loads((folder / "training.json").read_text())
+    assert meta["status"] == "done" and len(meta["epochs"]) == 6
+    assert meta["preprocess"]["size"] == [32, 32]
+    assert meta["labels"]["classes"] == sorted(meta["labels"]["classes"])
+    assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_autoencoder_loss_decreases(shapes_catalogue: Path, tmp_path: Path) -> None:
+    r = train(shapes_catalogue, tmp_path / "ws", label="category", recipe="autoencoder", epochs=4, **FAST)
+    losses = [h["loss"] for h in r.history]
+    assert losses[-1] < 0.7 * losses[0]
+    assert r.history[-1]["val_loss"] < r.history[0]["val_loss"]
+    assert "p_at_10" in r.report and "val_top1" not in r.report  # retrieval measured, no class head
+
+
+def test_contrastive_is_the_default_without_labels_and_its_loss_decreases(shapes_catalogue: Path,
+                                                                           tmp_path: Path) -> None:
+    r = train(shapes_catalogue, tmp_path / "ws", label=None, epochs=4, **FAST)
+    assert r.recipe == "contrastive"
+    losses = [h["loss"] for h in r.history]
+    assert losses[-1] < losses[0]
+    assert "p_at_10" not in r.report  # no labels, nothing to measure against
+
+
+def test_resume_continues_at_the_interrupted_epoch(shapes_catalogue: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = tmp_path / "ws"
+    calls = {"n": 0}
+    real = ClassifierRecipe.evaluate
+
+    def interrupted(self: ClassifierRecipe) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 3:  # Ctrl-C during epoch 3's validation: epochs 1 and 2 are saved
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(ClassifierRecipe, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(shapes_catalogue, ws, label="category", epochs=4, min_count=5, name="r", **FAST)
+    monkeypatch.setattr(ClassifierRecipe, "evaluate", real)
+    first = json.loads((ws / "models" / "r" / "training.json").read_text())
+    assert first["status"] == "running" and [h["epoch"] for h in first["epochs"]] == [1, 2]
+
+    resumed = train(ws, ws, label="category", epochs=4, min_count=5, name="r", **FAST)  # source: the workspace
+    assert resumed.resumed_from == 2 and resumed.epochs == 4
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert resumed.history[:2] == first["epochs"]
+
+    straight = train(ws, ws, label="category", epochs=4, min_count=5, name="straight", **FAST)
+    for a, b in zip(resumed.history, straight.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3, abs=1e-4)  # same run, interrupted or not
+
+    done = train(ws, ws, label="category", epochs=4, min_count=5, name="r", **FAST)
+    assert done.resumed_from == 4 and done.history == resumed.history  # nothing left to do
+    with pytest.raises(ValueError, match="another configuration"):
+        train(ws, ws, label="category", epochs=4, min_count=5, name="r", **{**FAST, "lr": 1e-3})
+    fresh = train(ws, ws, label="category", epochs=2, min_count=5, name="r", resume=False, **FAST)
+    assert fresh.resumed_from == 0 and fresh.epochs == 2
+
+
+def test_rare_classes_train_as_other(tmp_path: Path) -> None:
+    cat = make_shapes_catalogue(tmp_path / "cat", per_class=15, rare=4)
+    r = train(cat, tmp_path / "ws", label="category", epochs=3, min_count=10, **FAST)
+    meta = json.loads((r.model_dir / "training.json").read_text())
+    assert meta["labels"]["classes"][-1] == OTHER and len(meta["labels"]["classes"]) == 5
+    assert meta["labels"]["rare_grouped_as_other"] == ["circle-black"]
+    assert meta["labels"]["counts"]["circle-black"] == 4
+
+
+def test_bad_arguments_are_clear_errors(shapes_catalogue: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown recipe"):
+        train(shapes_catalogue, tmp_path / "ws", recipe="gan")
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        train(shapes_catalogue, tmp_path / "ws", label="category", recipe="classifier", min_count=1000, **FAST)
+    with pytest.raises(ValueError, match="autoencoder"):
+        train(shapes_catalogue, tmp_path / "ws", recipe="autoencoder", backbone="timm:resnet18", **FAST)
