@@ -148,11 +148,35 @@ def photo_search(url: str, images: list[bytes], n: int) -> dict[str, float]:
             r = client.post("/api/search", files={"image": ("photo.jpg", data, "application/octet-stream")},
                             data={"k": "10"})
             took = time.perf_counter() - t
-            r.raise_for_status()
+            if r.status_code != 200:
+                raise RuntimeError(f"photo search answered {r.status_code}: {r.text}")
             if i >= 5:  # the first few warm up the encoder
                 lat.append(took)
     q = statistics.quantiles(lat, n=100)
-    return {"n": len(lat), "p50": statistics.median(lat) * 1e3, "p99": q[98] * 1e3}
+    products = httpx.get(f"{url}/health").json()["products"]
+    return {"n": len(lat), "p50": statistics.median(lat) * 1e3, "p99": q[98] * 1e3, "products": products}
+
+
+def start_service(ws: Path, port: int, workers: int, timeout: float, logfile: Path) -> subprocess.Popen[bytes]:
+    code = (f"from lookalike.service.app import serve; serve({str(ws)!r}, port={port}, workers={workers}, "
+            "log_level='warning')")
+    t0 = time.monotonic()
+    proc = start([sys.executable, "-c", code], f"http://127.0.0.1:{port}/health", timeout, logfile)
+    log.info("lookalike serve %s with %d worker(s) ready in %.1fs", ws, workers, time.monotonic() - t0)
+    return proc
+
+
+def sample_images(ws: Path, n: int = 20) -> tuple[str, list[bytes]]:
+    """The workspace's encoder and the bytes of n random catalogue images (real photo-search queries)."""
+    from lookalike.recommender import Recommender
+
+    rec = Recommender.open(ws, load_encoder=False)
+    all_ids = [p.id for p in rec.store.iter_products()]
+    ids = random.Random(1).sample(all_ids, min(10 * n, len(all_ids)))
+    paths = [p for p in map(rec.image_path, ids) if p is not None][:n]
+    if not paths:
+        raise SystemExit(f"no catalogue image found for the products of {ws}")
+    return rec.encoder_name, [p.read_bytes() for p in paths]
 
 
 def main() -> None:
@@ -162,12 +186,15 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--search-requests", type=int, default=100)
+    ap.add_argument("--search-workspace", type=Path,
+                    help="workspace for photo search (default: --workspace); e.g. one built with the default encoder")
     ap.add_argument("--startup-timeout", type=float, default=600.0)
     ap.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--httpx-load", help=argparse.SUPPRESS)
     ap.add_argument("--ids-file", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.bare_server:
         run_bare_server(args.bare_server)
         return
@@ -178,8 +205,8 @@ def main() -> None:
     if args.workspace is None or not (args.workspace / "build.json").exists():
         ap.error("--workspace must be a built workspace (run `lookalike build` first)")
 
-    from lookalike.recommender import Recommender
     from lookalike.store.sql import Store
+    from lookalike.workspace import Workspace
 
     ws = args.workspace.resolve()
     store = Store.for_workspace(ws)
@@ -188,11 +215,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_api_"))
     ids_file = tmp / "ids.txt"
     ids_file.write_text("\n".join(ids) + "\n")
-    rec = Recommender.open(ws, load_encoder=False)
-    encoder_name = rec.encoder_name
-    paths = [p for p in (rec.image_path(i) for i in random.Random(1).sample(all_ids, min(200, len(all_ids)))) if p]
-    images = [p.read_bytes() for p in paths[:20]]
-    del rec
+    encoder_name = Workspace(ws).read(Workspace(ws).build_json)["encoder"]
     log.info("%d products; load generator: %s; %s s per run, %d connections", len(all_ids),
              "wrk" if shutil.which("wrk") else "httpx (second process; it limits the figures)", args.duration,
              args.connections)
@@ -206,21 +229,22 @@ def main() -> None:
                                                               args.duration, args.connections)))
     finally:
         stop(bare)
-    search: dict[str, float] | None = None
     for workers in args.workers:
         port = free_port()
-        code = (f"from lookalike.service.app import serve; serve({str(ws)!r}, port={port}, workers={workers}, "
-                "log_level='warning')")
-        t0 = time.monotonic()
-        proc = start([sys.executable, "-c", code], f"http://127.0.0.1:{port}/health", args.startup_timeout, logfile)
+        proc = start_service(ws, port, workers, args.startup_timeout, logfile)
         try:
-            log.info("lookalike serve with %d worker(s) ready in %.1fs", workers, time.monotonic() - t0)
             rows.append((f"similar-by-id k=10, {workers} worker(s)", load(f"http://127.0.0.1:{port}", ids, ids_file,
                                                                          args.duration, args.connections)))
-            if search is None and images:
-                search = photo_search(f"http://127.0.0.1:{port}", images, args.search_requests)
         finally:
             stop(proc)
+    search_ws = (args.search_workspace or ws).resolve()
+    search_encoder, images = sample_images(search_ws)
+    port = free_port()
+    proc = start_service(search_ws, port, 1, args.startup_timeout, logfile)
+    try:
+        search = photo_search(f"http://127.0.0.1:{port}", images, args.search_requests)
+    finally:
+        stop(proc)
 
     base = rows[0][1]["rps"]
     print(f"\n{len(all_ids)} products, encoder {encoder_name}, "
@@ -228,9 +252,9 @@ def main() -> None:
     print(f"{'endpoint':<38}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}{'non-2xx':>9}")
     for name, r in rows:
         print(f"{name:<38}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['rps'] / base:>9.2f}{r['non2xx']:>9}")
-    if search:
-        print(f"{'photo search (sequential, 1 worker)':<38}{1e3 / search['p50']:>10.0f}{search['p50']:>9.2f}"
-              f"{search['p99']:>9.2f}{'':>9}{'':>9}   ({search['n']} requests)")
+    print(f"{'photo search (sequential, 1 worker)':<38}{1e3 / search['p50']:>10.0f}{search['p50']:>9.2f}"
+          f"{search['p99']:>9.2f}{'':>9}{'':>9}   ({search['n']} requests, encoder {search_encoder}, "
+          f"{search['products']} products)")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

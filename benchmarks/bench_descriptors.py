@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from lookalike.catalogue.images import load_image
 from lookalike.encoders.descriptors import (
     BLOCKS,
     ColorTextureEncoder,
@@ -95,14 +96,40 @@ def tune_weights(grams: dict[str, np.ndarray], labels: np.ndarray, w: dict[str, 
     return w, best
 
 
-def speed(paths: list[Path], n: int = 1000) -> float:
-    """Images/s of decode + descriptor in this one process, default parameters."""
+def speed(paths: list[Path], n: int = 1000) -> tuple[float, float]:
+    """Images/s in this one process with default parameters: (decode + descriptor, descriptor alone)."""
     cfg = ColorTextureEncoder().preprocess
-    paths = paths[:n]
     t = time.perf_counter()
-    for x in paths:
-        describe(Image.open(x).convert("RGB"), cfg)
-    return len(paths) / (time.perf_counter() - t)
+    imgs = [load_image(x) for x in paths[:n]]
+    decode = time.perf_counter() - t
+    t = time.perf_counter()
+    for img in imgs:
+        describe(img, cfg)
+    desc = time.perf_counter() - t
+    return len(imgs) / (decode + desc), len(imgs) / desc
+
+
+def full_catalogue(sample: pd.DataFrame, workers: int) -> None:
+    """Encode every product with ``workers`` processes (the real ``encode`` path), then P@10 of the
+    sample's products as queries against the whole catalogue."""
+    everything = load_sample(10**9, 0)
+    paths = list(everything["path"])
+    t = time.perf_counter()
+    vecs = ColorTextureEncoder().encode(paths, batch_size=256, show_progress=False, num_workers=workers)
+    dt = time.perf_counter() - t
+    log.info("full catalogue: %d images in %.0fs with %d workers (%.0f img/s)", len(paths), dt, workers,
+             len(paths) / dt)
+    rows = everything.reset_index().set_index("id").loc[sample["id"], "index"].to_numpy()
+    labels = everything["articleType"].to_numpy()
+    for name, db in (("baseline 16x16 grey", baseline_thumb(paths)), ("color-texture", vecs)):
+        hits = []
+        for chunk in np.array_split(rows, max(1, len(rows) // 500)):
+            sims = db[chunk] @ db.T
+            sims[np.arange(len(chunk)), chunk] = -np.inf
+            top = np.argpartition(-sims, 10, axis=1)[:, :10]
+            hits.append(labels[top] == labels[chunk][:, None])
+        log.info("%s: P@10 articleType, %d queries against all %d: %.3f", name, len(rows), len(paths),
+                 float(np.concatenate(hits).mean()))
 
 
 def main() -> None:
@@ -111,17 +138,24 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/lookalike-bench-descriptors"))
     ap.add_argument("--speed-only", action="store_true")
+    ap.add_argument("--full", action="store_true", help="encode the whole catalogue with --workers processes")
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--variants", action="store_true", help="also try preprocessing variants")
     ap.add_argument("--base", type=json.loads, default={}, help="JSON parameters every variant starts from")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="an extra preprocessing variant, e.g. 'hog48={\"hog_size\": 48}'")
+    ap.add_argument("--sweep", action="append", default=[], choices=BLOCKS,
+                    help="report a range of weights for this block, the others at their defaults")
     ap.add_argument("--grid", action="store_true", help="grid-search the block weights of each variant")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     df = load_sample(a.n, a.seed)
     paths = list(df["path"])
-    log.info("images/s (1 process, decode + descriptor): %.0f", speed(paths))
+    log.info("images/s in 1 process: %.0f decode + descriptor, %.0f descriptor alone", *speed(paths))
     if a.speed_only:
+        return
+    if a.full:
+        full_catalogue(df, a.workers)
         return
     art = df["articleType"].to_numpy()
     col = df["baseColour"].fillna("?").to_numpy()
@@ -157,6 +191,10 @@ def main() -> None:
         for k in BLOCKS:
             report(f"[{vname}] {k} alone", grams[k], dims[k])
         report(f"[{vname}] default weights {default_w}", mix(grams, default_w), sum(dims.values()))
+        for blk in a.sweep:
+            for v in (0.0, 0.25, 0.35, 0.5, 0.7, 1.0):
+                w = {**default_w, blk: v}
+                report(f"[{vname}] {blk}={v} {w}", mix(grams, w), sum(dims[k] for k in w if w[k] > 0))
         if not a.grid:
             continue
         w, score = tune_weights(grams, art, dict(default_w))

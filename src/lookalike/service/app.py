@@ -41,12 +41,9 @@ STATIC = Path(__file__).resolve().parent / "static"
 def _load(state: ServiceState) -> None:
     s = state.settings
     try:
-        rec = Recommender.open(Path(s.workspace), store_url=s.store_url, settings=s)
-        state.recommender = rec
-        state.facets()  # the storefront's filter lists: computed now rather than on the first page view
+        state.attach(Recommender.open(Path(s.workspace), store_url=s.store_url, settings=s), freeze_gc=True)
     except Exception as e:  # whatever went wrong is reported by /health, not by a dead process
         log.exception("could not load workspace %s", s.workspace)
-        state.recommender = None
         state.load_error = f"{type(e).__name__}: {e}"
 
 
@@ -102,7 +99,9 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if state.recommender is None:
+        if state.recommender is not None:
+            await anyio.to_thread.run_sync(state.attach, state.recommender)
+        else:
             state.load_error = None
             if load_in_background:
                 threading.Thread(target=_load, args=(state,), name="lookalike-load", daemon=True).start()

@@ -117,8 +117,6 @@ async def similar(product_id: str, request: Request) -> Response:
                 recs = await run_in_threadpool(rec.similar, product_id, k, spec, same_category)
     except UnknownProductError:
         raise HTTPException(404, f"no product with id {product_id!r}: list ids with GET /api/products") from None
-    except ValueError as e:  # a filter on an attribute the catalogue does not have, etc.
-        raise HTTPException(422, str(e)) from e
     return JSONBytes(state.json_cache.items(recs))
 
 

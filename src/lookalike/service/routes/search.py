@@ -183,10 +183,8 @@ def _texts(form: FormData, name: str) -> list[str]:
 
 
 async def run_photo_search(rec: Recommender, state: ServiceState, q: PhotoQuery) -> SearchResult:
-    try:
-        result = await run_in_threadpool(rec.search, q.image, q.k, q.spec, q.category, q.route)
-    except ValueError as e:
-        raise HTTPException(422, str(e)) from e
+    # every input was validated above: an error from here on is the server's (a 500), not the client's
+    result = await run_in_threadpool(rec.search, q.image, q.k, q.spec, q.category, q.route)
     for stage, seconds in result.timings.items():
         state.metrics.observe_stage(stage, seconds)
     return result
@@ -240,8 +238,6 @@ async def search_json(body: SearchJSON, rec: Recommender, state: ServiceState) -
             recs = await run_in_threadpool(rec.search_by_ids, body.positive, body.negative, k, spec)
         except UnknownProductError as e:
             raise HTTPException(404, f"no product with id {e.product_id!r}: list ids with GET /api/products") from None
-        except ValueError as e:
-            raise HTTPException(422, str(e)) from e
         return state.json_cache.search(None, recs)
     route = check_route(body.route)
     category = check_category(body.category, state)
