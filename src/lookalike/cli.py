@@ -55,14 +55,62 @@ def build(
     max_memory: Annotated[str, typer.Option(help="index memory budget, e.g. 4G")] = "4G",
     batch_size: int = 64,
     workers: Annotated[Optional[int], typer.Option(help="image decoding processes")] = None,
+    engine: Annotated[str, typer.Option(help="where encoding runs: local | ray (Ray Data)")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="auto | ray://host:10001; default: a local Ray")] = None,
+    ray_batch_size: Annotated[int, typer.Option(help="images per Ray Data batch")] = 64,
+    ray_concurrency: Annotated[int | None, typer.Option(help="encoder actors; default: one per CPU")] = None,
 ) -> None:
     """Ingest, encode, index and precompute similar products: the whole pipeline."""
+    from lookalike.engines import check_engine
+    from lookalike.engines.ray_engine import RayOptions
     from lookalike.pipeline import build as run
 
+    try:
+        check_engine(engine)
+        ray = RayOptions(address=ray_address, batch_size=ray_batch_size, concurrency=ray_concurrency)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
     res = run(catalogue, workspace, encoder=encoder, index=index, limit=limit, k=k, same_category=same_category,
               mapping=mapping, strict=strict, store_url=store, max_memory=max_memory, batch_size=batch_size,
-              num_workers=workers)
+              num_workers=workers, engine=engine, ray=ray)
     console.print(res.summary())
+
+
+@app.command()
+def train(
+    source: Annotated[Path, typer.Argument(help="a catalogue, or a workspace that already holds one")],
+    workspace: Workspace,
+    label: Annotated[str, typer.Option(help="category column or attribute to learn; 'none': no labels")] = "articleType",
+    recipe: Annotated[str | None, typer.Option(help="classifier | autoencoder | contrastive")] = None,
+    backbone: Annotated[str | None, typer.Option(help="scratch, or timm:<name> with offline weights")] = None,
+    epochs: int | None = None,
+    image_size: Annotated[int | None, typer.Option(help="long side of the training images, px")] = None,
+    batch_size: int = 128,
+    lr: float | None = None,
+    min_count: Annotated[int, typer.Option(help="labels with fewer products train as 'other'")] = 20,
+    freeze: Annotated[bool | None, typer.Option("--freeze/--fine-tune", help="pretrained backbone frozen or "
+                                                   "trained (default: frozen)")] = None,
+    limit: Annotated[int | None, typer.Option(help="only the first N products")] = None,
+    name: Annotated[str | None, typer.Option(help="model folder name under WS/models/")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--restart", help="continue an interrupted run")] = True,
+    seed: int = 0,
+) -> None:
+    """Train an encoder on the catalogue's own photos; use it as `--encoder trained:WS`."""
+    from lookalike.training import train as run
+
+    try:
+        res = run(source, workspace, label=None if label.lower() == "none" else label, recipe=recipe,
+                  backbone=backbone, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
+                  min_count=min_count, freeze=freeze, seed=seed, resume=resume, limit=limit, name=name)
+    except ValueError as e:  # a bad option or unusable data: say what to change, no traceback
+        raise typer.BadParameter(str(e)) from e
+    rep = res.report
+    figures = {k: rep[k] for k in ("val_top1", "val_top1_top20", "p_at_10", "p_at_10_top20") if rep.get(k) is not None}
+    console.print(f"model      {res.model_dir}  ({res.recipe}, {res.epochs} epochs"
+                  + (f", resumed after {res.resumed_from}" if res.resumed_from else "") + ")")
+    console.print(f"quality    {'  '.join(f'{k}={v:.4f}' for k, v in figures.items()) or 'no labels to measure'}")
+    console.print(f"time       {res.seconds:.0f} s (training {rep.get('train_seconds')} s)")
+    console.print(f"use it     lookalike build CATALOGUE --workspace WS --encoder {res.encoder}")
 
 
 @app.command("list-encoders")
@@ -168,6 +216,149 @@ def serve(
     from lookalike.service.app import serve as run
 
     run(workspace, host=host, port=port, workers=workers)
+
+
+@app.command()
+def evaluate(
+    workspace: WsArg,
+    label: Annotated[str, typer.Option(help="relevant = same value of this: 'category', its source column "
+                                            "(e.g. articleType) or an attribute")] = "category",
+    k: Annotated[str, typer.Option("--k", "-k", help="cut-offs, comma-separated")] = "5,10,20",
+    queries: Annotated[int, typer.Option(help="random products used as queries")] = 1000,
+    compare: Annotated[list[Path] | None, typer.Option(help="another workspace to compare, repeatable")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default WS/reports/evaluate-<time>)")] = None,
+    seed: int = 0,
+) -> None:
+    """Score same-label retrieval (P/R/mAP/nDCG/HR@k, ANN recall, latency) into metrics.json + report.html."""
+    from lookalike.evaluate import evaluate as run
+    from lookalike.evaluate import parse_ks
+
+    try:
+        ks = parse_ks(k)
+        rep = run(workspace, label=label, ks=ks, queries=queries, compare=compare or [], out=out, seed=seed)
+    except (ValueError, FileNotFoundError) as e:
+        raise typer.BadParameter(str(e)) from e
+    typer.echo(rep.summary())  # plain echo: rich would wrap the long figure lines
+
+
+@app.command()
+def update(
+    workspace: WsArg, catalogue: Path,
+    mapping: Annotated[str | None, typer.Option(help="columns, e.g. id=sku,title=name,category=type,image=img")] = None,
+    delete_missing: Annotated[bool, typer.Option(help="delete products the catalogue no longer lists")] = True,
+    store: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in the workspace)")] = None,
+) -> None:
+    """Apply a catalogue file's changes (added, changed, removed) to a built workspace, without a rebuild."""
+    from lookalike.live.catalogue_diff import update_workspace
+
+    try:
+        rep = update_workspace(workspace, catalogue, mapping=mapping, delete_missing=delete_missing, store_url=store)
+    except (ValueError, FileNotFoundError) as e:
+        raise typer.BadParameter(str(e)) from e
+    console.print(rep.summary())
+
+
+@app.command("hash-key")
+def hash_key(key: Annotated[str | None, typer.Argument(help="the API key; a new random one when left out")] = None
+             ) -> None:
+    """Print an API key's SHA-256 digest, for LOOKALIKE_API_KEYS (the server never stores the key itself)."""
+    from lookalike.service.security import hash_key as digest
+    from lookalike.service.security import new_key
+
+    if key is None:
+        key = new_key()
+        typer.echo(f"key     {key}  (give this to the client; it is not stored anywhere)")
+    typer.echo(f"sha256  {digest(key)}")
+    typer.echo(f"set     LOOKALIKE_API_KEYS='[\"{digest(key)}\"]'")
+
+
+
+@app.command("goes-with")
+def goes_with(
+    workspace: WsArg,
+    product_id: Annotated[str | None, typer.Argument(help="the product to match (not needed with --fit)")] = None,
+    category: Annotated[str | None, typer.Option(help="target category, e.g. 'dining table'")] = None,
+    k: Annotated[int, typer.Option("-k", "--k")] = 10,
+    recipe: Annotated[str | None, typer.Option(help="style | colour | combined | learned (default: the fitted "
+                                                       "one; with --fit: learned with --links, else combined)")] = None,
+    fit: Annotated[bool, typer.Option(help="describe every product and fit the recipe, saved in WS/models/goes-with")] = False,
+    links: Annotated[Path | None, typer.Option(help="with --fit: CSV of (item, group) co-occurrence pairs")] = None,
+    item_col: Annotated[str, typer.Option(help="the item column of --links (a product id or image path)")] = "item",
+    group_col: Annotated[str, typer.Option(help="the group column of --links (room, outfit, basket)")] = "group",
+    pretrained: Annotated[bool, typer.Option(help="with --fit: Gram features from pretrained Lite0 weights when "
+                                                  "available (--no-pretrained: random weights)")] = True,
+    cnn: Annotated[bool, typer.Option(help="with --fit: Gram style blocks from the CNN (--no-cnn: colour and "
+                                           "text only, much faster on a big catalogue)")] = True,
+) -> None:
+    """Products of another category that go with a product (the table for this chair).
+
+    Without a fit, goes-with uses the build vectors and title/attribute tokens with equal weights.
+    `lookalike goes-with WS --fit [--links rooms.csv --item-col item_path --group-col room_path]` describes
+    every product (Gram style blocks per backbone stage, HSV colour, text tokens), fits the recipe (`learned`
+    needs --links) and saves it in WS/models/goes-with, which the API and storefront then serve.
+    """
+    from lookalike.recommend.goes_with import fit_workspace
+    from lookalike.recommender import Recommender
+
+    if fit:
+        model = fit_workspace(workspace, recipe or ("learned" if links else "combined"), links, item_col, group_col,
+                              pretrained=pretrained, cnn=cnn)
+        console.print(model.describe())
+        if not product_id:
+            return
+    if not product_id or not category:
+        raise typer.BadParameter("give PRODUCT_ID and --category (or --fit to fit the model)")
+    rec = Recommender.open(workspace, load_encoder=False)
+    p = rec.product(product_id)
+    if p is None:
+        raise typer.BadParameter(f"no product with id {product_id!r}")
+    try:
+        items = rec.goes_with(product_id, category, k=k, recipe=recipe)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    _print_items(items, f"goes with {p.id}: {p.title} ({p.category}) [{rec.goes_with_model().recipe.name}]")
+
+
+@app.command("evaluate-goes-with")
+def evaluate_goes_with(
+    datasets: Annotated[Path, typer.Option(help="the shared datasets folder (holds ikea/)")] = Path("../shared/datasets"),
+    recipe: Annotated[list[str] | None, typer.Option(help="repeatable; default: style, colour, combined, learned")] = None,
+    weights: Annotated[str, typer.Option(help="package (installed Lite0 weights), none (random), or both")] = "both",
+    folds: Annotated[int, typer.Option(help="group-disjoint folds over rooms")] = 5,
+    out: Annotated[Path, typer.Option(help="where to write the JSON with every figure")] = Path("goes_with_ikea.json"),
+    cnn: Annotated[bool, typer.Option(help="Gram style blocks from the CNN (--no-cnn: colour + text only, fast)")] = True,
+) -> None:
+    """The IKEA goes-with benchmark (Pair's protocol): HR@5/10/20 of 76 chairs ranking 117 dining tables,
+    with random and colour-histogram references from the same run and room-disjoint cross-validation."""
+    from lookalike.evaluate.goes_with import format_table, run_benchmark
+
+    if weights not in ("package", "none", "both"):
+        raise typer.BadParameter(f"--weights must be package, none or both, got {weights!r}")
+    w = ("package", "none") if weights == "both" else (weights,)
+    res = run_benchmark(datasets, tuple(recipe) if recipe else ("style", "colour", "combined", "learned"), w,
+                        n_folds=folds, out=out, gram=cnn)
+    typer.echo(format_table(res))
+    typer.echo(f"figures written to {out}")
+
+
+@app.command()
+def migrate(
+    workspace: Workspace = Path("workspace"),
+    store: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: LOOKALIKE_STORE_URL, "
+                                                   "else SQLite in the workspace)")] = None,
+    revision: Annotated[str, typer.Option(help="target revision; 'head' is the newest")] = "head",
+) -> None:
+    """Bring the store's schema to a revision (Alembic); every command also does this when it opens the store."""
+    from sqlalchemy import create_engine
+
+    from lookalike.store.migrate import default_store_url, engine_url, upgrade
+    from lookalike.store.sql import sqlite_url
+
+    url = store or default_store_url() or sqlite_url(workspace)
+    workspace.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(engine_url(url))
+    typer.echo(f"store at revision {upgrade(engine, revision)}")
+    engine.dispose()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from tqdm.auto import tqdm
 from lookalike import __version__
 from lookalike.catalogue import ColumnMapping, IngestResult, ingest, resolve_image_path
 from lookalike.encoders import Encoder, WeightsUnavailableError, create_encoder
+from lookalike.engines import check_engine
+from lookalike.engines.ray_engine import RayOptions, embed_with_ray
 from lookalike.index.build import build_index
 from lookalike.recommend.similarity_pct import SimilarityScale
 from lookalike.recommend.topk import topk_all
@@ -89,8 +91,13 @@ def _product_images(ws: Workspace, store: Store) -> tuple[list[str], list[str | 
 
 
 def embed(workspace: Path, encoder: Encoder, encoder_name: str, store: Store, batch_size: int = 64,
-          num_workers: int | None = None, show_progress: bool = True, fit_sample: int = 2000) -> dict[str, int]:
-    """Encode every product whose image is new or changed; vectors land in chunks as they finish."""
+          num_workers: int | None = None, show_progress: bool = True, fit_sample: int = 2000,
+          engine: str = "local", ray: RayOptions | None = None) -> dict[str, int]:
+    """Encode every product whose image is new or changed; vectors land in chunks as they finish.
+
+    ``engine="ray"`` runs the encoding on Ray Data (``ray`` says where and how wide); same chunks, same resume.
+    """
+    check_engine(engine)
     ws = Workspace(workspace)
     vs = VectorStore(ws.vectors_dir(encoder_name))
     ids, hashes, paths = _product_images(ws, store)
@@ -111,6 +118,10 @@ def embed(workspace: Path, encoder: Encoder, encoder_name: str, store: Store, ba
     buf_vecs: list[np.ndarray] = []
     failed = 0
     todo_paths = [paths[i] for i in todo]
+    if engine == "ray":
+        res = embed_with_ray(ws.root, encoder_name, [ids[i] for i in todo], [hashes[i] for i in todo], todo_paths,
+                             vs, ray, flush_rows=FLUSH_ROWS, show_progress=show_progress)
+        return {"embedded": res.embedded, "reused": len(ids) - len(todo), "encode_failed": res.failed}
     for batch in encoder.encode_iter(todo_paths, batch_size=batch_size, show_progress=show_progress,
                                      num_workers=num_workers):
         for pos, why in batch.errors:
@@ -200,7 +211,7 @@ def build(catalogue: Path, workspace: Path, encoder: str | None = None, index: s
           limit: int | None = None, k: int = 20, same_category: bool = False,
           mapping: ColumnMapping | str | None = None, strict: bool = False, store_url: str | None = None,
           max_memory: str = "4G", batch_size: int = 64, num_workers: int | None = None,
-          show_progress: bool = True) -> BuildResult:
+          show_progress: bool = True, engine: str = "local", ray: RayOptions | None = None) -> BuildResult:
     """Run every stage on a catalogue; re-running resumes (unchanged images are not re-encoded)."""
     ws = Workspace(workspace)
     ws.root.mkdir(parents=True, exist_ok=True)
@@ -223,7 +234,7 @@ def build(catalogue: Path, workspace: Path, encoder: str | None = None, index: s
 
     t = time.perf_counter()
     emb = embed(ws.root, enc, encoder, store, batch_size=batch_size, num_workers=num_workers,
-                show_progress=show_progress)
+                show_progress=show_progress, engine=engine, ray=ray)
     stages["encode"] = time.perf_counter() - t
 
     ids, vecs = load_vectors(ws.root, encoder, store)
@@ -251,7 +262,7 @@ def build(catalogue: Path, workspace: Path, encoder: str | None = None, index: s
     ws.write(ws.build_json, {
         **{k_: v for k_, v in asdict(result).items() if k_ != "workspace"},
         "workspace": str(ws.root), "catalogue": str(Path(catalogue).resolve()), "limit": limit,
-        "k": k, "same_category": same_category, "index_name": index, "max_memory": max_memory,
+        "k": k, "same_category": same_category, "index_name": index, "max_memory": max_memory, "engine": engine,
         "encoder_info": enc.info(), "similar": sim,
         "versions": {"lookalike": __version__, "python": platform.python_version(), "numpy": np.__version__},
         "finished_at": datetime.now(timezone.utc).isoformat(),

@@ -6,6 +6,7 @@ queries are then numpy work on in-memory arrays, so the service's hot path never
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,14 @@ from lookalike.encoders import Encoder, l2_normalise
 from lookalike.index.build import load_index
 from lookalike.pipeline import EXACT_SIMILAR_LIMIT, codes, open_encoder
 from lookalike.recommend.filters import AttributeTable, FilterSpec, fetch_filtered, select_with_crowding
+from lookalike.recommend.goes_with import GoesWith, UnknownCategoryError
+from lookalike.recommend.goes_with import create_recipe as create_goes_with_recipe
+from lookalike.recommend.goes_with import default_model as default_goes_with
+from lookalike.recommend.rerank import ClickStats, RerankParams, rerank_order
 from lookalike.recommend.similarity_pct import SimilarityScale
 from lookalike.recommend.topk import topk_query
 from lookalike.settings import Settings
+from lookalike.store.journal import flush_vectors
 from lookalike.store.sql import ProductRow, Store
 from lookalike.store.vectors import VectorStore
 from lookalike.workspace import Workspace
@@ -67,6 +73,14 @@ class Recommender:
         self.build_info = build_info
         self.same_category_build = bool(build_info.get("same_category"))
         self.groups = codes([products[i].image_hash for i in ids])
+        self.n_live = len(ids)  # rows minus deleted ones (rows are append-only while serving: live/lists.py)
+        # held by live updates while they grow the row arrays, and by the searches that read several of them
+        # at once (mask, groups, vectors), so those never see one array a row longer than another
+        self.rows_lock = threading.RLock()
+        self.feedback = ClickStats(RerankParams(
+            weight=settings.rerank_weight, prior_strength=settings.rerank_prior_strength,
+            prior_ctr=settings.rerank_prior_ctr, exploration=settings.rerank_exploration,
+            position_eta=settings.rerank_position_eta))
         self.catalogue_root = Path(workspace.read(workspace.catalogue_json).get("root", workspace.root))
         self._encoder: Encoder | None = None
         self.index = load_index(workspace.index_dir(encoder_name)) if len(ids) > EXACT_SIMILAR_LIMIT else None
@@ -85,6 +99,7 @@ class Recommender:
         t0 = time.perf_counter()
         products = {p.id: p for p in store.iter_products()}
         idx_dir = ws.index_dir(enc_name)
+        flush_vectors(ws.root, store, enc_name)  # vectors of live changes a crash left only in the journal
         all_ids, all_vecs = VectorStore(ws.vectors_dir(enc_name)).load(keep=set(products))
         # keep the index's label order so labels of an ANN index map straight to rows
         order = ws.read(idx_dir / "ids.json").get("ids", all_ids)
@@ -97,6 +112,7 @@ class Recommender:
                   settings, pre, info)
         if load_encoder:
             rec.encoder  # noqa: B018 - load the model now, not on the first request
+        rec.feedback.load(store.event_counts())
         log.info("opened %s: %d products, encoder %s, in %.1fs", ws.root, len(ids), enc_name, time.perf_counter() - t0)
         return rec
 
@@ -134,11 +150,24 @@ class Recommender:
     def _items(self, rows: np.ndarray, scores: np.ndarray, pct: np.ndarray | None = None) -> list[Recommendation]:
         pct = self.scale.pct(scores) if pct is None else pct
         return [Recommendation(self.products[self.ids[j]], round(min(float(s), 1.0), 6), round(float(p), 1))
-                for j, s, p in zip(rows, scores, pct) if j >= 0]
+                for j, s, p in zip(rows, scores, pct) if j >= 0 and self.ids[j] in self.products]
 
     # ---- similar by id ----------------------------------------------------------------------------
     def similar(self, product_id: str, k: int = 10, filters: FilterSpec | None = None,
-                same_category: bool = False) -> list[Recommendation]:
+                same_category: bool = False, rerank: str = "ctr") -> list[Recommendation]:
+        """The k most similar products; with ``rerank="ctr"`` and clicks recorded for this product, the
+        candidates (at least the whole precomputed list) are re-ranked by recommend/rerank.py."""
+        if rerank not in ("ctr", "none"):
+            raise ValueError(f"rerank must be 'ctr' or 'none', got {rerank!r}")
+        if rerank == "none" or not self.feedback.has_source(product_id) or self.feedback.params.weight <= 0:
+            return self._visual_similar(product_id, k, filters, same_category)
+        pool = self._visual_similar(product_id, max(k, self.pre_idx.shape[1]), filters, same_category)
+        order = rerank_order(self.feedback, product_id, [r.product.id for r in pool],
+                             np.asarray([r.similarity_pct for r in pool], np.float32))
+        return [pool[i] for i in order[:k]]
+
+    def _visual_similar(self, product_id: str, k: int = 10, filters: FilterSpec | None = None,
+                        same_category: bool = False) -> list[Recommendation]:
         i = self.pos.get(product_id)
         if i is None:
             raise UnknownProductError(product_id)
@@ -148,16 +177,17 @@ class Recommender:
         if same_category and not self.same_category_build:
             pre = pre[self.table.codes("category")[pre] == self.table.codes("category")[i]]
         picked = select_with_crowding(pre, spec, self.table, k)
-        if len(picked) >= k or len(pre) == len(self.ids) - 1:
+        if len(picked) >= k or len(pre) == self.n_live - 1:
             rank = {j: r for r, j in enumerate(self.pre_idx[i])}
             sc = np.asarray([self.pre_scores[i, rank[j]] for j in picked], np.float32)
             pc = np.asarray([self.pre_pct[i, rank[j]] for j in picked], np.float32)
             return self._items(picked, sc, pc)
-        mask = self.table.mask(spec) & (self.groups != self.groups[i])
-        mask[i] = False
-        if same_category:
-            mask &= self.table.codes("category") == self.table.codes("category")[i]
-        return self._search_vector(self.vectors[i], k, spec, mask)
+        with self.rows_lock:
+            mask = self.table.mask(spec) & (self.groups != self.groups[i])
+            mask[i] = False
+            if same_category:
+                mask &= self.table.codes("category") == self.table.codes("category")[i]
+            return self._search_vector(self.vectors[i], k, spec, mask)
 
     def _search_vector(self, q: np.ndarray, k: int, spec: FilterSpec, mask: np.ndarray) -> list[Recommendation]:
         """Live exact search restricted to ``mask``; crowding over-fetches until k are left or all are seen."""
@@ -209,13 +239,14 @@ class Recommender:
         timings["encode"] = time.perf_counter() - t
         t = time.perf_counter()
         spec = filters or FilterSpec()
-        mask = self.table.mask(spec)
         cats = [category] if category else self.route(predicted)
-        if cats:
-            mask_cat = self.table.mask(FilterSpec(equals={"category": set(cats)}))
-            if (mask & mask_cat).any():
-                mask = mask & mask_cat
-        items = self._search_vector(q, k, spec, mask)
+        with self.rows_lock:
+            mask = self.table.mask(spec)
+            if cats:
+                mask_cat = self.table.mask(FilterSpec(equals={"category": set(cats)}))
+                if (mask & mask_cat).any():
+                    mask = mask & mask_cat
+            items = self._search_vector(q, k, spec, mask)
         timings["search"] = time.perf_counter() - t
         top = (predicted[0][0], float(predicted[0][1])) if predicted else None
         return SearchResult(top, items, timings, cats)
@@ -226,14 +257,53 @@ class Recommender:
         negative = negative or []
         if not positive:
             raise ValueError("give at least one positive product id")
-        for pid in [*positive, *negative]:
-            if pid not in self.pos:
-                raise UnknownProductError(pid)
-        q = self.vectors[[self.pos[p] for p in positive]].mean(0)
-        if negative:
-            q = q - 0.5 * self.vectors[[self.pos[p] for p in negative]].mean(0)
-        q = l2_normalise(q[None, :])[0]
         spec = filters or FilterSpec()
-        mask = self.table.mask(spec)
-        mask[[self.pos[p] for p in [*positive, *negative]]] = False
-        return self._search_vector(q, k, spec, mask)
+        with self.rows_lock:
+            for pid in [*positive, *negative]:
+                if pid not in self.pos:
+                    raise UnknownProductError(pid)
+            q = self.vectors[[self.pos[p] for p in positive]].mean(0)
+            if negative:
+                q = q - 0.5 * self.vectors[[self.pos[p] for p in negative]].mean(0)
+            q = l2_normalise(q[None, :])[0]
+            mask = self.table.mask(spec)
+            mask[[self.pos[p] for p in [*positive, *negative]]] = False
+            return self._search_vector(q, k, spec, mask)
+
+    # ---- goes with (cross-category) ---------------------------------------------------------------
+    def goes_with_model(self) -> GoesWith:
+        """The model fitted by `lookalike goes-with WS --fit` (WS/models/goes-with), else one over the build
+        vectors and text tokens with equal weights; loaded on first use."""
+        model = getattr(self, "_goes_with", None)
+        if model is None:
+            try:
+                model = GoesWith.load(self.workspace.models_dir("goes-with"))
+            except FileNotFoundError:
+                with self.rows_lock:
+                    ids = [pid for pid in self.ids[: len(self.vectors)] if pid in self.products]
+                    vecs = self.vectors[[self.pos[p] for p in ids]]
+                rows = [self.products[p] for p in ids]
+                model = default_goes_with(ids, [r.category for r in rows], vecs, [r.title for r in rows],
+                                          [r.attributes for r in rows])
+            self._goes_with: GoesWith | None = model
+        return model
+
+    def goes_with(self, product_id: str, category: str, k: int = 10,
+                  recipe: str | None = None) -> list[Recommendation]:
+        """Products of ``category`` that go with ``product_id``; UnknownCategoryError lists the valid ones."""
+        if product_id not in self.products:
+            raise UnknownProductError(product_id)
+        model = self.goes_with_model()
+        override = None
+        if recipe and recipe != model.recipe.name:
+            override = create_goes_with_recipe(recipe)
+            if override.needs_links:
+                raise ValueError(f"recipe {recipe!r} must be fitted first: lookalike goes-with WS --fit "
+                                 f"--recipe {recipe} --links CSV")
+        if not model.has(product_id):
+            if category not in model.categories:
+                raise UnknownCategoryError(category, model.categories)
+            return []  # a product without an image (or added after the fit) has no features
+        hits = model.query(product_id, category, k, recipe=override)
+        return [Recommendation(self.products[h.product_id], round(h.score, 6), h.pct)
+                for h in hits if h.product_id in self.products]

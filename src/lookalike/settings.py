@@ -36,3 +36,14 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     api_keys: list[str] = Field([], description="sha256 hex digests of the keys allowed to write")
     require_key_for_reads: bool = False
+    # live catalogue (issue 6): API writes, click feedback
+    allow_product_image_urls: bool = Field(True, description="let POST /api/products fetch an image_url "
+                                                             "(size- and pixel-capped, http(s) only)")
+    index_sync_seconds: float = Field(10.0, description="how long writes collect before the vector files and "
+                                                        "the index catch up with the journal")
+    rerank_weight: float = Field(0.5, ge=0.0, le=1.0, description="share of the click signal in re-ranked "
+                                                                   "similar lists (0 = visual order only)")
+    rerank_prior_strength: float = Field(20.0, gt=0.0, description="Beta prior strength, in examinations")
+    rerank_prior_ctr: float = Field(0.05, gt=0.0, lt=1.0, description="prior click rate until enough events")
+    rerank_exploration: float = Field(1.0, ge=0.0, description="UCB bonus, in posterior standard deviations")
+    rerank_position_eta: float = Field(1.0, ge=0.0, description="examination propensity (1 + position)^-eta")

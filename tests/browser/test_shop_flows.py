@@ -15,12 +15,20 @@ def cards(page: Page):  # type: ignore[no-untyped-def]
     return page.locator("ul.grid a.card")
 
 
+def shot(page: Page, path: Path, full_page: bool = True) -> None:
+    """Screenshot once the (lazy) images have arrived, and check that every image has alt text."""
+    page.wait_for_load_state("networkidle")
+    missing = page.eval_on_selector_all("img:not([hidden])", "els => els.filter(e => !e.alt).map(e => e.src)")
+    assert not missing, f"images without alt text: {missing}"
+    page.screenshot(path=str(path), full_page=full_page)
+
+
 def test_catalogue_filter_product_and_similar(page: Page, tmp_path: Path) -> None:
     page.goto("/")
     expect(page.locator("h1")).to_have_text("Catalogue")
     expect(cards(page)).to_have_count(24)
     expect(page.locator("#result-count")).to_contain_text("60 products")
-    page.screenshot(path=str(tmp_path / "catalogue.png"), full_page=True)
+    shot(page, tmp_path / "catalogue.png")
 
     # filters apply as soon as a select changes (progressive JS), keeping each other
     page.select_option("#category", "circle")
@@ -30,7 +38,7 @@ def test_catalogue_filter_product_and_similar(page: Page, tmp_path: Path) -> Non
     expect(page).to_have_url(re.compile(r"colour=Red"))
     expect(page.locator("#result-count")).to_contain_text("3 products")
     expect(cards(page)).to_have_count(3)
-    page.screenshot(path=str(tmp_path / "catalogue-filtered.png"), full_page=True)
+    shot(page, tmp_path / "catalogue-filtered.png")
 
     # open a product: image, metadata, a carousel of similar items with percentages
     first = cards(page).first
@@ -45,7 +53,7 @@ def test_catalogue_filter_product_and_similar(page: Page, tmp_path: Path) -> Non
     expect(badges.first).to_have_text(re.compile(r"^\d{1,3}% similar$"))
     assert all(re.fullmatch(r"\d{1,3}% similar", t) for t in badges.all_inner_texts())
     expect(page.locator("#goes-with h2")).to_have_text("Goes with")
-    page.screenshot(path=str(tmp_path / "product.png"), full_page=True)
+    shot(page, tmp_path / "product.png")
 
     # the carousel scrolls with the keyboard and with its buttons
     carousel.focus()
@@ -64,7 +72,7 @@ def test_catalogue_filter_product_and_similar(page: Page, tmp_path: Path) -> Non
     expect(page).not_to_have_url(here)
     expect(page.locator("h1")).to_have_text(target_title)
     expect(page.locator("#similar-list a.card")).to_have_count(12)
-    page.screenshot(path=str(tmp_path / "product-2.png"), full_page=True)
+    shot(page, tmp_path / "product-2.png")
     assert len(list(tmp_path.glob("*.png"))) == 4
 
 
@@ -72,7 +80,7 @@ def test_photo_search_upload(page: Page, shop: tuple[Path, Path], tmp_path: Path
     photo = shop[0] / "images" / "p0013.png"
     page.goto("/search")
     expect(page.locator("h1")).to_have_text("Search by photo")
-    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+    shot(page, tmp_path / "search.png")
     page.set_input_files("#image", str(photo))  # choosing a file searches right away
     expect(page.locator("#search-results")).to_be_visible()
     results = page.locator("#search-results a.card")
@@ -81,7 +89,7 @@ def test_photo_search_upload(page: Page, shop: tuple[Path, Path], tmp_path: Path
     expect(results.first.locator(".badge")).to_have_text(re.compile(r"^\d{1,3}% similar$"))
     expect(page.locator("#query-photo")).to_be_visible()
     expect(page.locator("#preview")).to_be_hidden()
-    page.screenshot(path=str(tmp_path / "search-results.png"), full_page=True)
+    shot(page, tmp_path / "search-results.png")
     results.nth(2).click()
     expect(page).to_have_url(re.compile(r"/product/p\d+$"))
 
@@ -100,7 +108,7 @@ def test_photo_search_drag_and_drop(page: Page, shop: tuple[Path, Path], tmp_pat
     expect(page.locator("#dropzone")).to_have_class(re.compile("dragover"))
     page.dispatch_event("#dropzone", "drop", {"dataTransfer": dt})
     expect(page.locator("#search-results a.card").first).to_have_attribute("href", "/product/p0022")
-    page.screenshot(path=str(tmp_path / "search-dropped.png"), full_page=True)
+    shot(page, tmp_path / "search-dropped.png")
 
 
 def test_search_error_is_shown(page: Page, tmp_path: Path) -> None:
@@ -109,7 +117,7 @@ def test_search_error_is_shown(page: Page, tmp_path: Path) -> None:
     page.goto("/search")
     page.set_input_files("#image", str(bad))
     expect(page.locator("#search-error")).to_contain_text("the upload is not an image")
-    page.screenshot(path=str(tmp_path / "search-error.png"), full_page=True)
+    shot(page, tmp_path / "search-error.png")
 
 
 def test_keyboard_only(page: Page, tmp_path: Path) -> None:
@@ -126,7 +134,7 @@ def test_keyboard_only(page: Page, tmp_path: Path) -> None:
         raise AssertionError("the first product card is not reachable with Tab")
     outline = first.evaluate("el => getComputedStyle(el).outlineStyle")
     assert outline != "none", "focused cards must show a focus outline"
-    page.screenshot(path=str(tmp_path / "keyboard-focus.png"))
+    shot(page, tmp_path / "keyboard-focus.png", full_page=False)
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"/product/p\d+$"))
 
@@ -143,6 +151,6 @@ def test_works_without_javascript(browser, base_url: str, tmp_path: Path) -> Non
         page.click("a[rel=next]")
         expect(page).to_have_url(re.compile(r"page=2"))
         expect(cards(page)).to_have_count(6)
-        page.screenshot(path=str(tmp_path / "no-js.png"), full_page=True)
+        shot(page, tmp_path / "no-js.png")
     finally:
         context.close()

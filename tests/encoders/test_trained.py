@@ -95,8 +95,9 @@ def test_predicts_categories_and_never_other(workspace: Path) -> None:
 
 
 def test_onnx_backend_gives_the_same_numbers(workspace: Path) -> None:
-    torch_enc = create_encoder(f"trained:{workspace}")
-    onnx_enc = create_encoder(f"trained:{workspace}", backend="onnx")
+    torch_enc = create_encoder(f"trained:{workspace}", backend="torch")
+    onnx_enc = create_encoder(f"trained:{workspace}")  # onnxruntime is the default
+    assert torch_enc.backend == "torch"
     imgs, _ = _photos()
     v1, p1 = torch_enc.encode_and_predict(imgs, top=2)
     v2, p2 = onnx_enc.encode_and_predict(imgs, top=2)
@@ -143,5 +144,32 @@ def test_autoencoder_model_has_no_categories(tmp_path: Path) -> None:
     assert enc.predict_category(imgs) is None
     vecs, preds = enc.encode_and_predict(imgs)
     assert vecs.shape == (3, enc.dim) and preds is None
-    onnx = create_encoder(f"trained:{r.model_dir}", backend="onnx")
-    np.testing.assert_allclose(onnx.encode(imgs, show_progress=False), vecs, atol=1e-4)
+    torch_enc = create_encoder(f"trained:{r.model_dir}", backend="torch")
+    np.testing.assert_allclose(torch_enc.encode(imgs, show_progress=False), vecs, atol=1e-4)
+
+
+def test_build_and_routed_search_use_the_trained_model(workspace: Path) -> None:
+    """``build --encoder trained:WS`` end to end, then photo search with route=auto searches inside the
+    category the model predicts."""
+    from lookalike.pipeline import build
+    from lookalike.recommender import Recommender
+
+    cat = workspace.parent / "cat" / "catalogue.csv"
+    res = build(cat, workspace, encoder=f"trained:{workspace}", k=5, show_progress=False)
+    assert res.summary()  # prints without error
+    rec = Recommender.open(workspace)
+    assert rec.encoder_name == f"trained:{workspace}" and len(rec.ids) == 100
+    first = rec.ids[0]
+    assert len(rec.similar(first, k=5)) == 5
+    imgs, truth = _photos(8, seed=11)
+    hits = 0
+    for img, shape in zip(imgs, truth):
+        out = rec.search(img, k=5, route="auto")
+        assert out.predicted_category is not None and 0 < out.predicted_category[1] <= 1
+        if out.searched_categories:  # confident: searched inside the predicted type(s) only
+            assert out.searched_categories[0] == out.predicted_category[0]
+            assert {it.product.category for it in out.items} <= set(out.searched_categories)
+        hits += out.predicted_category[0] == shape
+        unrouted = rec.search(img, k=5, route="none")
+        assert unrouted.predicted_category is None and unrouted.searched_categories is None
+    assert hits >= 6  # the predictions route; chance would be 2 of 8

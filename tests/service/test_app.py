@@ -97,7 +97,7 @@ def test_docs_and_openapi(client: TestClient) -> None:
                  "/api/search", "/images/{product_id}", "/health", "/metrics"):
         assert path in spec["paths"], path
     params = {p["name"] for p in spec["paths"]["/api/products/{product_id}/similar"]["get"]["parameters"]}
-    assert params == {"product_id", "k", "same_category", "filter", "exclude", "max_per"}
+    assert params == {"product_id", "k", "same_category", "filter", "exclude", "max_per", "rerank"}
     body = spec["paths"]["/api/search"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
     assert "/" not in spec["paths"]  # storefront pages stay out of the API docs
@@ -107,9 +107,9 @@ def test_unknown_route_and_method(client: TestClient) -> None:
     r = client.get("/api/nothing")
     assert r.status_code == 404
     assert r.json() == {"detail": "no route GET /api/nothing: see /docs for the API"}
-    r = client.delete("/api/products/p0000")
+    r = client.put("/api/products/p0000")  # DELETE exists since the live catalogue (issue 6); PUT does not
     assert r.status_code == 405
-    assert r.json() == {"detail": "DELETE is not allowed on /api/products/p0000: see /docs for the API"}
+    assert r.json() == {"detail": "PUT is not allowed on /api/products/p0000: see /docs for the API"}
 
 
 def test_settings_env_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

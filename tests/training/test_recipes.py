@@ -103,3 +103,36 @@ def test_bad_arguments_are_clear_errors(shapes_catalogue: Path, tmp_path: Path) 
         train(shapes_catalogue, tmp_path / "ws", label="category", recipe="classifier", min_count=1000, **FAST)
     with pytest.raises(ValueError, match="autoencoder"):
         train(shapes_catalogue, tmp_path / "ws", recipe="autoencoder", backbone="timm:resnet18", **FAST)
+
+
+def test_frozen_pretrained_backbone_learns_and_exports(shapes_catalogue: Path, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Transfer learning from the installed EfficientNet-Lite0 weights: backbone features computed once (no
+    mirror views here) and kept for the next head, only the layers above train; ONNX matches torch."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from lookalike.training.models import load_trained
+
+    r = train(shapes_catalogue, tmp_path / "ws", label="category", backbone="timm:tf_efficientnet_lite0",
+              epochs=8, min_count=5, feature_mirror=False, name="lite0", **FAST)
+    meta = json.loads((r.model_dir / "training.json").read_text())
+    assert meta["config"]["freeze"] and meta["weights_source"].startswith("package:")
+    assert meta["preprocess"]["mean"] == [0.5, 0.5, 0.5]  # the backbone's own normalisation
+    assert r.report["val_top1"] >= 0.75 and r.report["p_at_10"] >= 0.6  # chance is 0.25
+    model = load_trained(r.model_dir, meta["model"])
+    x = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        emb, logits = model(torch.from_numpy(x))
+    sess = ort.InferenceSession(str(r.model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    o_emb, o_logits = sess.run(None, {"images": x})
+    np.testing.assert_allclose(o_emb, emb.numpy(), atol=1e-4)
+    np.testing.assert_allclose(o_logits, logits.numpy(), atol=1e-4)
+    # a second head (with a hidden layer) on the same frozen backbone reuses the cached features
+    with caplog.at_level("INFO", logger="lookalike.training.trainer"):
+        mlp = train(shapes_catalogue, tmp_path / "ws", label="category", backbone="timm:tf_efficientnet_lite0",
+                    epochs=8, min_count=5, feature_mirror=False, neck_hidden=64, name="lite0-mlp", **FAST)
+    assert any("backbone features from" in m for m in caplog.messages)
+    assert mlp.report["val_top1"] >= 0.75
+    assert json.loads((mlp.model_dir / "training.json").read_text())["model"]["arch"] == {"neck_hidden": 64}

@@ -6,8 +6,10 @@ categories: the softmax of the scaled cosine logits. The rare-class bucket ``"ot
 as a category; its probability stays in the total, so a photo that looks like none of the known classes
 gets a low confidence for every one of them, and ``route=auto`` falls back to a global search.
 
-``backend="onnx"`` runs ``model.onnx`` (exported on first use when missing or older than the weights)
-through onnxruntime on CPU; ``backend="torch"`` runs the PyTorch network. Both give the same numbers.
+``backend="onnx"`` (the default) runs ``model.onnx`` (exported on first use when missing or older than the
+weights) through onnxruntime on CPU: measured 3.7x the torch throughput and 7 ms against 44 ms for one photo
+end to end (benchmarks/bench_encoders.py). ``backend="torch"`` runs the PyTorch network, also the fallback
+when no session can be built. Both give the same numbers (within 1e-4).
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def find_model_dir(path: Path) -> Path:
 class TrainedEncoder(Encoder):
     """Loads ``model.pt`` or ``model.onnx`` with the folder's ``training.json``."""
 
-    def __init__(self, path: str | Path, backend: str = "torch", num_threads: int | None = None,
+    def __init__(self, path: str | Path, backend: str = "onnx", num_threads: int | None = None,
                  name: str | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -89,8 +91,12 @@ class TrainedEncoder(Encoder):
         self._session: Any = None
         self._model: Any = None
         if backend == "onnx":
-            self._session = self._onnx_session(num_threads)
-        else:
+            try:
+                self._session = self._onnx_session(num_threads)
+            except Exception as e:  # noqa: BLE001 - the torch network gives the same numbers, only slower
+                log.warning("no onnxruntime session for %s (%s): running the torch model", self.model_dir, e)
+                self.backend = "torch"
+        if self.backend == "torch":
             import torch
 
             from lookalike.training.models import load_trained
@@ -186,5 +192,5 @@ class TrainedEncoder(Encoder):
 
 @ENCODERS.register("trained", takes_arg=True,
                    help="a model trained on the catalogue: trained:<workspace or models/<name> folder>")
-def trained_encoder(path: str, backend: str = "torch", num_threads: int | None = None) -> TrainedEncoder:
+def trained_encoder(path: str, backend: str = "onnx", num_threads: int | None = None) -> TrainedEncoder:
     return TrainedEncoder(path, backend=backend, num_threads=num_threads)

@@ -7,7 +7,8 @@ from lookalike.index.base import Index
 from lookalike.registry import Registry
 
 INDEXES: Registry[Index] = Registry("index")
-_PLUGINS = ("lookalike.index.backends", "lookalike.index.servers")
+_PLUGINS = ("lookalike.index.backends", "lookalike.index.servers", "lookalike.index.pgvector",
+            "lookalike.index.milvus")
 _loaded = False
 
 

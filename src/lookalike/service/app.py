@@ -28,9 +28,11 @@ from lookalike import __version__
 from lookalike.recommender import Recommender
 from lookalike.service.deps import ServiceState, health_body
 from lookalike.service.metrics import Metrics, MetricsMiddleware
-from lookalike.service.routes import images, products, search, storefront
+from lookalike.service.routes import events, images, product_writes, products, search, storefront
+from lookalike.service.routes import goes_with as goes_with_routes
 from lookalike.service.routes.storefront import PageError, error_page
 from lookalike.service.schemas import Health
+from lookalike.service.security import install as install_security
 from lookalike.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     app.state.lookalike = state
     _install_error_handlers(app)
     # the hot similar-by-id route first: routes are matched in order
+    app.include_router(goes_with_routes.router)  # before products: its /{id:path} would take /goes-with
     app.include_router(products.router)
 
     @app.get("/health", response_model=Health, tags=["ops"], responses={503: {"model": Health}})
@@ -128,13 +131,16 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         data, ctype = metrics.render()
         return Response(data, media_type=ctype)
 
+    app.include_router(product_writes.router)
+    app.include_router(events.router)
     app.include_router(search.router)
     app.include_router(images.router)
     app.include_router(storefront.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    install_security(app, settings)  # inside CORS, so preflight requests never need a key
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["*"])
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"], allow_headers=["*"])
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -15,7 +15,8 @@ from sqlalchemy import create_engine, delete, event, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from lookalike.store.tables import Base, Event, Product, SimilarProduct
+from lookalike.store.migrate import default_store_url, engine_url, upgrade
+from lookalike.store.tables import Event, Product, SimilarProduct
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class Store:
         self.url = url
         is_sqlite = url.startswith("sqlite")
         self.engine: Engine = create_engine(
-            url, future=True, connect_args={"check_same_thread": False} if is_sqlite else {}
+            engine_url(url), future=True, connect_args={"check_same_thread": False} if is_sqlite else {},
+            pool_pre_ping=not is_sqlite,  # a server restart must not leave dead pooled connections behind
         )
         if is_sqlite:
             # WAL lets the API read while a batch job writes; synchronous=FULL keeps acknowledged writes.
@@ -66,13 +68,13 @@ class Store:
                 cur.execute("PRAGMA busy_timeout=30000")
                 cur.close()
 
-        Base.metadata.create_all(self.engine)
+        upgrade(self.engine)  # Alembic (store/migrate.py): creates an empty store, migrates an older one
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
     def for_workspace(cls, workspace: Path, url: str | None = None) -> Store:
         Path(workspace).mkdir(parents=True, exist_ok=True)
-        return cls(url or sqlite_url(workspace))
+        return cls(url or default_store_url() or sqlite_url(workspace))
 
     def session(self) -> Session:
         return self._session()
@@ -240,3 +242,10 @@ class Store:
     def add_event(self, type: str, product_id: str, source_product_id: str | None, position: int | None) -> None:
         with self.session() as s, s.begin():
             s.add(Event(type=type, product_id=product_id, source_product_id=source_product_id, position=position))
+
+    def event_counts(self) -> list[tuple[str, str, str | None, int | None, int]]:
+        """(type, product_id, source_product_id, position, count) over every stored event, aggregated in SQL."""
+        q = (select(Event.type, Event.product_id, Event.source_product_id, Event.position, func.count())
+             .group_by(Event.type, Event.product_id, Event.source_product_id, Event.position))
+        with self.engine.connect() as c:
+            return [tuple(r) for r in c.execute(q)]  # type: ignore[misc]

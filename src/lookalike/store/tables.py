@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -48,6 +48,25 @@ class Event(Base):
     product_id: Mapped[str] = mapped_column(String(128), index=True)
     source_product_id: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
     position: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JournalEntry(Base):
+    """Write-ahead log of vector changes, committed with the product change it belongs to.
+
+    The vector files and the index are rewritten later (store/journal.py); until then this row is the only
+    durable copy of a new vector, so a crash between the two loses nothing.
+    """
+
+    __tablename__ = "journal"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    encoder: Mapped[str] = mapped_column(String(256), index=True)
+    op: Mapped[str] = mapped_column(String(16))  # "add" (a new or re-embedded vector) or "remove"
+    product_id: Mapped[str] = mapped_column(String(128))
+    image_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # float32 bytes, for "add"
+    flushed: Mapped[bool] = mapped_column(Boolean, default=False)  # copied into the vector files
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -101,10 +101,13 @@ class EmbeddingNet(nn.Module):
     """backbone -> Linear + BatchNorm (the embedding) -> optional cosine head / projection head."""
 
     def __init__(self, backbone: nn.Module, embed_dim: int, num_classes: int = 0, scale: float = 20.0,
-                 margin: float = 0.2, proj_dim: int = 0) -> None:
+                 margin: float = 0.2, proj_dim: int = 0, hidden: int = 0) -> None:
         super().__init__()
         self.backbone = backbone
-        self.neck = nn.Sequential(nn.Dropout(0.1), nn.Linear(backbone.out_dim, embed_dim, bias=False),
+        # a hidden layer lets a frozen backbone's features be recombined, not just projected
+        mid: list[nn.Module] = ([nn.Linear(backbone.out_dim, hidden, bias=False), nn.BatchNorm1d(hidden),
+                                 nn.ReLU(inplace=True), nn.Dropout(0.1)] if hidden else [])
+        self.neck = nn.Sequential(nn.Dropout(0.1), *mid, nn.Linear(hidden or backbone.out_dim, embed_dim, bias=False),
                                   nn.BatchNorm1d(embed_dim))
         self.head = CosineHead(embed_dim, num_classes, scale, margin) if num_classes else None
         # SimCLR's projection: the loss lives on its output, the embedding stays one layer below
@@ -182,7 +185,8 @@ def build_model(spec: dict[str, Any], pretrained: bool = False, workspace: Path 
         raise ValueError(f"unknown backbone {name!r}: use 'scratch' or 'timm:<model name>'")
     proj = int(arch.get("proj_dim", 128)) if spec["recipe"] == "contrastive" else 0
     num_classes = spec["num_classes"] if spec["recipe"] == "classifier" else 0
-    return EmbeddingNet(backbone, spec["embed_dim"], num_classes, spec["scale"], spec["margin"], proj)
+    return EmbeddingNet(backbone, spec["embed_dim"], num_classes, spec["scale"], spec["margin"], proj,
+                        int(arch.get("neck_hidden", 0)))
 
 
 def weights_source(model: nn.Module) -> str | None:

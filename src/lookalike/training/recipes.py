@@ -128,7 +128,8 @@ class FrozenClassifierRecipe(ClassifierRecipe):
         self.model.backbone.eval()  # frozen BatchNorm statistics too
 
     def train_step(self, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-        flip = (torch.rand(len(idx), generator=gen) < 0.5).long()
+        # a random view: the photo or, when cached, its mirror image
+        flip = (torch.rand(len(idx), generator=gen) < 0.5).long() * (self.features.shape[1] - 1)
         x = self.features[torch.from_numpy(idx), flip].float()
         return self.loss(self.model.neck(x), self.targets[idx])
 

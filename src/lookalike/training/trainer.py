@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lookalike.encoders.prep import PreprocessCfg
-from lookalike.io_utils import write_json
+from lookalike.io_utils import atomic_write, write_json
 from lookalike.training import data as D
 from lookalike.training.augment import AugmentCfg
 from lookalike.training.loop import LoopCfg, LoopState, fit, pick_threads
@@ -81,6 +81,8 @@ class TrainConfig:
     val_frac: float = 0.1
     temperature: float = 0.2  # NT-Xent
     augment: dict[str, Any] = field(default_factory=dict)
+    feature_mirror: bool = True  # frozen backbone: also cache each photo's mirror image (2x the feature time)
+    neck_hidden: int = 0  # > 0: a hidden layer of that width before the embedding (helps on frozen features)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -121,20 +123,41 @@ def image_shape(paths: list[Path], long_side: int, probe: int = 200) -> tuple[in
 
 
 def _backbone_features(model: torch.nn.Module, pixels: np.ndarray, pre: PreprocessCfg, show_progress: bool,
-                       batch: int = 128) -> np.ndarray:
-    """The frozen backbone's pooled features of every photo and of its mirror image: (n, 2, F) float16."""
+                       batch: int = 128, mirror: bool = True) -> np.ndarray:
+    """The frozen backbone's pooled features of every photo and, with ``mirror``, of its mirror image:
+    (n, 2 or 1, F) float16."""
     from tqdm.auto import tqdm
 
     from lookalike.training.augment import normalise, to_float
     from lookalike.training.loop import fast_bf16
 
     bb = model.backbone.eval()
-    out = np.zeros((len(pixels), 2, bb.out_dim), np.float16)
+    out = np.zeros((len(pixels), 2 if mirror else 1, bb.out_dim), np.float16)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16()):
         for s in tqdm(range(0, len(pixels), batch), desc="backbone features", disable=not show_progress):
             x = normalise(to_float(torch.from_numpy(pixels[s:s + batch])), pre)
             out[s:s + batch, 0] = bb(x).float().numpy()
-            out[s:s + batch, 1] = bb(torch.flip(x, dims=[3])).float().numpy()
+            if mirror:
+                out[s:s + batch, 1] = bb(torch.flip(x, dims=[3])).float().numpy()
+    return out
+
+
+def _cached_features(ws: Workspace, model: torch.nn.Module, images: D.Images, pre: PreprocessCfg, backbone: str,
+                     source: str | None, mirror: bool, show_progress: bool) -> np.ndarray:
+    """``_backbone_features``, kept in ``<ws>/cache/`` so that another head on the same frozen backbone (or a
+    re-run) skips the slow part; reused only for the very same products, images, weights and preprocessing."""
+    h, w = pre.size
+    slug = backbone.replace(":", "-").replace("/", "-")
+    path = ws.root / "cache" / f"features-{slug}-{h}x{w}-{'mirror' if mirror else 'plain'}.npy"
+    # compared after a JSON round trip, as it is read back (tuples become lists)
+    key = json.loads(json.dumps({"ids": images.ids, "hashes": images.hashes, "weights_source": source,
+                                 "preprocess": pre.to_dict()}))
+    if path.exists() and ws.read(path.with_suffix(".json")) == key:
+        log.info("backbone features from %s", path)
+        return np.load(path)
+    out = _backbone_features(model, images.pixels, pre, show_progress, mirror=mirror)
+    atomic_write(path, lambda p: D.save_npy(p, out))
+    write_json(path.with_suffix(".json"), key)
     return out
 
 
@@ -142,19 +165,21 @@ def train(source: Path, workspace: Path, label: str | None = "articleType", reci
           backbone: str | None = None, epochs: int | None = None, image_size: int | None = None,
           batch_size: int = 128, lr: float | None = None, min_count: int = 20, freeze: bool | None = None,
           seed: int = 0, resume: bool = True, show_progress: bool = True, limit: int | None = None,
-          name: str | None = None) -> TrainResult:
+          name: str | None = None, feature_mirror: bool = True, neck_hidden: int = 0) -> TrainResult:
     """Train an encoder on a catalogue's own photos; see the module docstring for what lands where.
 
     ``label``: the category (``"category"`` or its source column, e.g. ``articleType``) or an attribute.
     ``recipe``: ``classifier`` (default when the label has >= 2 classes), ``autoencoder``, ``contrastive``
     (default without labels). ``backbone``: ``scratch`` (default) or ``timm:<name>`` with pretrained weights
-    resolved offline; ``freeze`` (default True for pretrained backbones) trains only the layers above it.
+    resolved offline; ``freeze`` (default True for pretrained backbones) trains only the layers above it,
+    from features computed once (``feature_mirror``: also of each mirrored photo, as augmentation).
     """
     ceiling = torch.get_num_threads()
     torch.set_num_threads(pick_threads(0, ceiling))
     try:
         return _train(Path(source), Workspace(workspace), label, recipe, backbone, epochs, image_size, batch_size,
-                      lr, min_count, freeze, seed, resume, show_progress, limit, name, ceiling)
+                      lr, min_count, freeze, seed, resume, show_progress, limit, name, ceiling, feature_mirror,
+                      neck_hidden)
     finally:
         torch.set_num_threads(ceiling)
 
@@ -162,7 +187,7 @@ def train(source: Path, workspace: Path, label: str | None = "articleType", reci
 def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | None, backbone: str | None,
            epochs: int | None, image_size: int | None, batch_size: int, lr: float | None, min_count: int,
            freeze: bool | None, seed: int, resume: bool, show_progress: bool, limit: int | None,
-           name: str | None, max_threads: int) -> TrainResult:
+           name: str | None, max_threads: int, feature_mirror: bool = True, neck_hidden: int = 0) -> TrainResult:
     t_start = time.perf_counter()
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
@@ -199,7 +224,8 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
     cfg = TrainConfig(recipe=recipe, label=label, backbone=backbone, epochs=epochs or defaults["epochs"],
                       image_size=shape, batch_size=batch_size,
                       lr=lr or (PRETRAINED_DEFAULTS["lr"] if pretrained else defaults["lr"]), min_count=min_count,
-                      freeze=freeze, seed=seed, limit=limit, embed_dim=defaults["embed_dim"], augment=aug.to_dict())
+                      freeze=freeze, seed=seed, limit=limit, embed_dim=defaults["embed_dim"], augment=aug.to_dict(),
+                      feature_mirror=feature_mirror, neck_hidden=neck_hidden)
     name = name or (f"{recipe}-{label}" if label and recipe == "classifier" else recipe)
     folder = out_ws.models_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -228,7 +254,7 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
     # ---- model and recipe --------------------------------------------------------------------------------
     torch.manual_seed(seed)
     spec = make_spec(recipe, backbone, shape, cfg.embed_dim, len(labels.classes) if labels else 0,
-                     cfg.scale, cfg.margin)
+                     cfg.scale, cfg.margin, {"neck_hidden": neck_hidden} if neck_hidden else None)
     model = build_model(spec, pretrained=pretrained, workspace=out_ws.root)
     src = weights_source(model)
     if pretrained:
@@ -238,7 +264,7 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
     features = None
     if recipe == "classifier" and freeze:
         t1 = time.perf_counter()
-        features = _backbone_features(model, images.pixels, pre, show_progress)
+        features = _cached_features(out_ws, model, images, pre, backbone, src, cfg.feature_mirror, show_progress)
         data_seconds += time.perf_counter() - t1
         rec: Any = FrozenClassifierRecipe(model, features, pre, val_idx, eval_labels, targets, cfg.label_smoothing)
     elif recipe == "classifier":

@@ -72,6 +72,7 @@ SIMILAR_PARAMS = {"parameters": [
     _param("filter", "string", "attr:value, repeatable; values of one attr are OR-ed", array=True),
     _param("exclude", "string", "attr:value, repeatable", array=True),
     _param("max_per", "string", "attr:n: at most n results per value of attr", array=True),
+    _param("rerank", "string", "ctr (default): blend in click feedback; none: the pure visual order"),
 ]}
 
 
@@ -102,19 +103,22 @@ async def similar(product_id: str, request: Request) -> Response:
             raise HTTPException(422, "query parameter 'same_category': Input should be a valid boolean, true or "
                                      f"false (got {raw_same!r})")
         same_category = _BOOL[raw_same.lower()]
+    rerank = params.get("rerank") or "ctr"
+    if rerank not in ("ctr", "none"):
+        raise HTTPException(422, f"query parameter 'rerank' must be 'ctr' or 'none' (got {rerank!r})")
     spec = None
-    if len(params) > (raw_k is not None) + (raw_same is not None):
+    if len(params) > (raw_k is not None) + (raw_same is not None) + ("rerank" in params):
         spec = parse_filters(params.getlist("filter"), params.getlist("exclude"), params.getlist("max_per"))
     metrics = state.metrics
     try:
         if spec is None and not same_category and k <= rec.build_info.get("k", 0):
             # served from the precomputed list: microseconds of numpy, cheaper inline than a thread hop
             with metrics.time_stage("similar"):
-                recs = rec.similar(product_id, k=k)
+                recs = rec.similar(product_id, k=k, rerank=rerank)
         else:
             # may fall back to a live scan of every vector: keep the event loop free meanwhile
             with metrics.time_stage("similar"):
-                recs = await run_in_threadpool(rec.similar, product_id, k, spec, same_category)
+                recs = await run_in_threadpool(rec.similar, product_id, k, spec, same_category, rerank)
     except UnknownProductError:
         raise HTTPException(404, f"no product with id {product_id!r}: list ids with GET /api/products") from None
     return JSONBytes(state.json_cache.items(recs))

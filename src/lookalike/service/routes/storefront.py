@@ -28,6 +28,8 @@ router = APIRouter(include_in_schema=False)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PAGE_SIZE = 24
 SIMILAR_ON_PAGE = 12
+GOES_WITH_CATEGORIES = 3
+GOES_WITH_ON_PAGE = 4
 
 
 def _label(name: str) -> str:
@@ -110,7 +112,19 @@ def product_page(request: Request, product_id: str) -> Response:
         raise PageError(404, "Product not found", f"There is no product with id {product_id!r}.")
     similar = rec.similar(product_id, k=SIMILAR_ON_PAGE)
     items = [{"product": product_dict(r.product), "similarity_pct": r.similarity_pct} for r in similar]
-    return render(request, "product.html", {"nav": "product", "product": product_dict(row), "similar": items})
+    return render(request, "product.html", {"nav": "product", "product": product_dict(row), "similar": items,
+                                            "goes_with": _goes_with_sections(rec, product_id)})
+
+
+def _goes_with_sections(rec: Recommender, product_id: str) -> list[dict[str, Any]]:
+    """A few other categories with their best matches; none (the section is left out) when there are none."""
+    model = rec.goes_with_model()
+    out = []
+    for cat in model.suggested_categories(product_id, GOES_WITH_CATEGORIES):
+        hits = rec.goes_with(product_id, cat, k=GOES_WITH_ON_PAGE)
+        if hits:
+            out.append({"category": cat, "items": [{"product": product_dict(h.product)} for h in hits]})
+    return out
 
 
 def _search_context(request: Request, **extra: Any) -> dict[str, Any]:
