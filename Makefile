@@ -21,6 +21,7 @@ demo: setup
 	$(BIN)/python -m lookalike.demo_run --workspace $(DEMO_WS) --datasets $(DATA) --port $(PORT)
 
 test: setup
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout 900 --durations 15 tests
 
 test-unit: setup

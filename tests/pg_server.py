@@ -51,7 +51,11 @@ def _start() -> Any:
 def stop() -> None:
     global _server
     if _server is not None:
+        postmaster = _server.get_postmaster_info().process
         _server.cleanup()  # stops postgres and deletes its data dir
+        if postmaster.is_running():  # cleanup() skips the stop when it counts another handle on the dir
+            log.warning("pgserver left postgres %d running: terminating it", postmaster.pid)
+            postmaster.terminate()
         _server = None
     if _root is not None:
         shutil.rmtree(_root, ignore_errors=True)

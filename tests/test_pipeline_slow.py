@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from lookalike.pipeline import build
-from lookalike.recommender import Recommender
 from lookalike.recommend.filters import FilterSpec
+from lookalike.recommender import Recommender
 from lookalike.store import Store
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -27,13 +27,14 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 @app.command()
 def ingest(
     catalogue: Path, workspace: Workspace,
-    mapping: Annotated[Optional[str], typer.Option(help="columns, e.g. id=sku,title=name,category=type,image=img")] = None,
+    mapping: Annotated[str | None, typer.Option(help="columns, e.g. id=sku,title=name,category=type,image=img")] = None,
     strict: Annotated[bool, typer.Option(help="any bad row or image is fatal")] = False,
-    limit: Annotated[Optional[int], typer.Option(help="only the first N rows")] = None,
-    store: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL (default: SQLite in the workspace)")] = None,
+    limit: Annotated[int | None, typer.Option(help="only the first N rows")] = None,
+    store: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in the workspace)")] = None,
 ) -> None:
     """Read a catalogue into the workspace store, with a validation report."""
-    from lookalike.catalogue import ColumnMapping, ingest as run
+    from lookalike.catalogue import ColumnMapping
+    from lookalike.catalogue import ingest as run
 
     res = run(catalogue, workspace, mapping=ColumnMapping.parse(mapping) if mapping else None, strict=strict,
               limit=limit, store_url=store)
@@ -44,17 +45,17 @@ def ingest(
 @app.command()
 def build(
     catalogue: Path, workspace: Workspace,
-    encoder: Annotated[Optional[str], typer.Option(help="see list-encoders; default: the best available")] = None,
+    encoder: Annotated[str | None, typer.Option(help="see list-encoders; default: the best available")] = None,
     index: Annotated[str, typer.Option(help="see list-indexes")] = "auto",
-    limit: Annotated[Optional[int], typer.Option(help="only the first N rows")] = None,
+    limit: Annotated[int | None, typer.Option(help="only the first N rows")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="similar products stored per product")] = 20,
     same_category: Annotated[bool, typer.Option(help="similar lists only within the product's category")] = False,
-    mapping: Annotated[Optional[str], typer.Option(help="columns, e.g. id=sku,title=name,category=type,image=img")] = None,
+    mapping: Annotated[str | None, typer.Option(help="columns, e.g. id=sku,title=name,category=type,image=img")] = None,
     strict: bool = False,
-    store: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL (default: SQLite in the workspace)")] = None,
+    store: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in the workspace)")] = None,
     max_memory: Annotated[str, typer.Option(help="index memory budget, e.g. 4G")] = "4G",
     batch_size: int = 64,
-    workers: Annotated[Optional[int], typer.Option(help="image decoding processes")] = None,
+    workers: Annotated[int | None, typer.Option(help="image decoding processes")] = None,
     engine: Annotated[str, typer.Option(help="where encoding runs: local | ray (Ray Data)")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="auto | ray://host:10001; default: a local Ray")] = None,
     ray_batch_size: Annotated[int, typer.Option(help="images per Ray Data batch")] = 64,
@@ -94,6 +95,8 @@ def train(
     name: Annotated[str | None, typer.Option(help="model folder name under WS/models/")] = None,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="continue an interrupted run")] = True,
     seed: int = 0,
+    neck_hidden: Annotated[int, typer.Option(help="hidden layer width before the embedding (0: none)")] = 0,
+    mirror_features: Annotated[bool, typer.Option(help="frozen backbone: also cache mirrored photos")] = True,
 ) -> None:
     """Train an encoder on the catalogue's own photos; use it as `--encoder trained:WS`."""
     from lookalike.training import train as run
@@ -101,7 +104,8 @@ def train(
     try:
         res = run(source, workspace, label=None if label.lower() == "none" else label, recipe=recipe,
                   backbone=backbone, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
-                  min_count=min_count, freeze=freeze, seed=seed, resume=resume, limit=limit, name=name)
+                  min_count=min_count, freeze=freeze, seed=seed, resume=resume, limit=limit, name=name,
+                  neck_hidden=neck_hidden, feature_mirror=mirror_features)
     except ValueError as e:  # a bad option or unusable data: say what to change, no traceback
         raise typer.BadParameter(str(e)) from e
     rep = res.report
@@ -136,11 +140,12 @@ def similar_all(
     workspace: WsArg,
     k: Annotated[int, typer.Option("-k", "--k")] = 20,
     same_category: bool = False,
-    export: Annotated[Optional[Path], typer.Option(help="also write the lists to .parquet/.json/.jsonl")] = None,
-    store: Optional[str] = None,
+    export: Annotated[Path | None, typer.Option(help="also write the lists to .parquet/.json/.jsonl")] = None,
+    store: str | None = None,
 ) -> None:
     """Recompute every product's similar list (after build) and optionally export it."""
-    from lookalike.pipeline import export_similar, similar_all as run
+    from lookalike.pipeline import export_similar
+    from lookalike.pipeline import similar_all as run
     from lookalike.store import Store
     from lookalike.workspace import Workspace as Ws
 
@@ -171,9 +176,9 @@ def similar(
     workspace: WsArg, product_id: str,
     k: Annotated[int, typer.Option("-k", "--k")] = 10,
     same_category: bool = False,
-    filter: Annotated[Optional[list[str]], typer.Option("--filter", help="attr:value, repeatable")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="attr:value, repeatable")] = None,
-    max_per: Annotated[Optional[list[str]], typer.Option("--max-per", help="attr:n, repeatable")] = None,
+    filter: Annotated[list[str] | None, typer.Option("--filter", help="attr:value, repeatable")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="attr:value, repeatable")] = None,
+    max_per: Annotated[list[str] | None, typer.Option("--max-per", help="attr:n, repeatable")] = None,
 ) -> None:
     """Print a product's most similar products."""
     from lookalike.recommend.filters import FilterSpec

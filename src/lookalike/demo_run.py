@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> None:
             log.info("%s not found: generating a small catalogue", fashion)
             catalogue, mapping = make_catalogue(ws.root / "generated-catalogue", n=400), None
         res = build(catalogue, ws.root, encoder=args.encoder, limit=args.limit, mapping=mapping)
-        print(res.summary(), flush=True)  # noqa: T201 - the demo's console output
-    print(f"\n  lookalike storefront: http://{args.host}:{args.port}/   (API docs: /docs)\n", flush=True)  # noqa: T201
+        print(res.summary(), flush=True)
+    print(f"\n  lookalike storefront: http://{args.host}:{args.port}/   (API docs: /docs)\n", flush=True)
     serve(ws.root, host=args.host, port=args.port)
 
 

@@ -8,6 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save to exactly ``path`` (np.save given a name would append ``.npy`` to a temp name)."""
+    with open(path, "wb") as f:
+        np.save(f, array)
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temp file in the same folder, fsync it, then rename over ``path``."""

@@ -8,7 +8,7 @@ import logging
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,8 @@ class BuildResult:
 
     def summary(self) -> str:
         lines = [f"workspace  {self.workspace}", f"encoder    {self.encoder}  ({self.encoder_reason})",
-                 f"index      {self.index.get('backend')} {self.index.get('params', {})}"
-                 f"  recall@10={self.index.get('recall_at_10')}"]
+                 (f"index      {self.index.get('backend')} {self.index.get('params', {})}"
+                  f"  recall@10={self.index.get('recall_at_10')}")]
         lines += [f"{k:<10} {v}" for k, v in self.counts.items()]
         bad = {k: v for k, v in self.problems.items() if v}
         lines.append("problems   " + (", ".join(f"{k}={v}" for k, v in bad.items()) or "none")
@@ -265,7 +265,7 @@ def build(catalogue: Path, workspace: Path, encoder: str | None = None, index: s
         "k": k, "same_category": same_category, "index_name": index, "max_memory": max_memory, "engine": engine,
         "encoder_info": enc.info(), "similar": sim,
         "versions": {"lookalike": __version__, "python": platform.python_version(), "numpy": np.__version__},
-        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
     })
     return result
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from lookalike.cli import app
@@ -68,3 +69,31 @@ def test_cli_update_keeps_missing_on_request(fresh_ws: Path, tmp_path: Path) -> 
     assert res.exit_code == 0, res.output
     assert "kept (not in file) 2" in res.output and "added              2" in res.output
     assert Recommender.open(fresh_ws, load_encoder=False).product("p0010") is not None
+
+
+def _rewrite(cat: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    rows = list(csv.DictReader((cat / "catalogue.csv").open()))
+    rows = [edit(dict(r)) for r in rows]
+    out = cat / "catalogue-v3.csv"
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
+def test_a_bad_row_keeps_its_product_and_an_all_bad_file_is_refused(fresh_ws: Path, tmp_path: Path) -> None:
+    src = Path(Workspace(fresh_ws).read(Workspace(fresh_ws).catalogue_json)["root"])
+    cat = tmp_path / "cat3"
+    shutil.copytree(src, cat)
+    n = len(Recommender.open(fresh_ws, load_encoder=False).products)
+    (cat / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    one_bad = _rewrite(cat, lambda r: {**r, "image": "images/broken.png"} if r["id"] == "p0020" else r)
+    rep = update_workspace(fresh_ws, one_bad, show_progress=False)
+    assert rep.removed == [] and rep.kept_invalid == 1 and rep.problems["undecodable_image"] == 1
+    assert Recommender.open(fresh_ws, load_encoder=False).product("p0020") is not None
+    # every row unusable (here: paths escaping the catalogue folder) must not empty the workspace
+    all_bad = _rewrite(cat, lambda r: {**r, "image": "../../etc/passwd"})
+    with pytest.raises(ValueError, match="refusing to delete"):
+        update_workspace(fresh_ws, all_bad, show_progress=False)
+    assert len(Recommender.open(fresh_ws, load_encoder=False).products) == n

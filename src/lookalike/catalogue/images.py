@@ -74,7 +74,7 @@ def load_image(src: Path | str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageTooLargeError(str(e)) from e
     except FileNotFoundError:
         raise
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for corrupt data
+    except Exception as e:
         raise ValueError(f"cannot decode image: {e}") from e
     img = ImageOps.exif_transpose(img) or img
     return _to_rgb(img)

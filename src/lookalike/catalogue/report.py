@@ -29,11 +29,15 @@ class ValidationReport:
         self.max_examples = max_examples
         self._counts: dict[str, int] = dict.fromkeys(KINDS, 0)
         self._examples: dict[str, list[ReadProblem]] = {k: [] for k in KINDS}
+        # every id with a problem, uncapped: `update` must not mistake a bad row for a removed product
+        self.problem_ids: set[str] = set()
 
     def add(self, problem: ReadProblem) -> None:
         if problem.kind not in self._counts:
             raise ValueError(f"unknown problem kind {problem.kind!r}; the kinds are {list(KINDS)}")
         self._counts[problem.kind] += 1
+        if problem.id:
+            self.problem_ids.add(problem.id)
         if len(self._examples[problem.kind]) < self.max_examples:
             self._examples[problem.kind].append(problem)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from lookalike.encoders.base import Encoder, EncodedBatch, WeightsUnavailableError, l2_normalise
+from lookalike.encoders.base import EncodedBatch, Encoder, WeightsUnavailableError, l2_normalise
 from lookalike.encoders.prep import PreprocessCfg
 from lookalike.registry import Registry
 
@@ -38,5 +38,13 @@ def list_encoders() -> dict[str, str]:
     return ENCODERS.describe()
 
 
-__all__ = ["ENCODERS", "Encoder", "EncodedBatch", "PreprocessCfg", "WeightsUnavailableError",
-           "create_encoder", "l2_normalise", "list_encoders"]
+__all__ = [
+    "ENCODERS",
+    "EncodedBatch",
+    "Encoder",
+    "PreprocessCfg",
+    "WeightsUnavailableError",
+    "create_encoder",
+    "l2_normalise",
+    "list_encoders",
+]

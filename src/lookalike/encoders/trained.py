@@ -7,8 +7,9 @@ as a category; its probability stays in the total, so a photo that looks like no
 gets a low confidence for every one of them, and ``route=auto`` falls back to a global search.
 
 ``backend="onnx"`` (the default) runs ``model.onnx`` (exported on first use when missing or older than the
-weights) through onnxruntime on CPU: measured 3.7x the torch throughput and 7 ms against 44 ms for one photo
-end to end (benchmarks/bench_encoders.py). ``backend="torch"`` runs the PyTorch network, also the fallback
+weights) through onnxruntime on CPU: about 3x the torch throughput, and 7-16 ms against 44-53 ms for one photo
+end to end (benchmarks/bench_encoders.py, 1 thread, busy 2-core machine). ``backend="torch"`` runs the PyTorch
+network, also the fallback
 when no session can be built. Both give the same numbers (within 1e-4).
 """
 from __future__ import annotations

@@ -7,8 +7,7 @@ from lookalike.index.base import Index
 from lookalike.registry import Registry
 
 INDEXES: Registry[Index] = Registry("index")
-_PLUGINS = ("lookalike.index.backends", "lookalike.index.servers", "lookalike.index.pgvector",
-            "lookalike.index.milvus")
+_PLUGINS = ("lookalike.index.backends", "lookalike.index.pgvector", "lookalike.index.milvus")
 _loaded = False
 
 
@@ -17,11 +16,7 @@ def _load_plugins() -> None:
     if not _loaded:
         _loaded = True
         for mod in _PLUGINS:
-            try:
-                importlib.import_module(mod)
-            except ModuleNotFoundError as e:
-                if e.name != mod:
-                    raise
+            importlib.import_module(mod)
 
 
 def create_index(name: str, dim: int, **kwargs: object) -> Index:

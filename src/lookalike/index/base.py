@@ -10,7 +10,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class Timer:
     def __init__(self, sink: dict[str, float], key: str) -> None:
         self.sink, self.key = sink, key
 
-    def __enter__(self) -> Timer:
+    def __enter__(self) -> Self:
         self.t0 = time.perf_counter()
         return self
 

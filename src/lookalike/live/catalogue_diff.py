@@ -42,6 +42,7 @@ class UpdateReport:
     attributes_changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     kept_missing: int = 0
+    kept_invalid: int = 0
     encode_failed: dict[str, str] = field(default_factory=dict)
     problems: dict[str, int] = field(default_factory=dict)
     index: dict[str, object] = field(default_factory=dict)
@@ -53,6 +54,8 @@ class UpdateReport:
                  f"attributes changed {len(self.attributes_changed)}", f"removed            {len(self.removed)}"]
         if self.kept_missing:
             lines.append(f"kept (not in file) {self.kept_missing}")
+        if self.kept_invalid:
+            lines.append(f"kept (bad row)     {self.kept_invalid}")
         lines.append(f"encode failed      {len(self.encode_failed)}"
                      + "".join(f"\n  {pid}: {why}" for pid, why in list(self.encode_failed.items())[:5]))
         lines.append("catalogue problems " + (", ".join(f"{k}={v}" for k, v in bad.items()) or "none")
@@ -93,13 +96,20 @@ def update_workspace(workspace: Path, catalogue: Path, mapping: ColumnMapping | 
         res = ingest(Path(catalogue), ws.root, mapping=mapping, store_url=sqlite_url(scratch),
                      show_progress=show_progress)
         report.problems = res.report.counts()
+        problem_ids = res.report.problem_ids
         scratch_store = Store(sqlite_url(scratch))
         new = {p.id: p for p in scratch_store.iter_products()}
         scratch_store.engine.dispose()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     rec = Recommender.open(ws.root, store_url=store_url, load_encoder=False)
+    if not new and rec.products:
+        raise ValueError(f"no valid product in {catalogue} (problems: {report.problems}); refusing to delete "
+                         f"all {len(rec.products)} products of {ws.root}: fix the catalogue and re-run")
     added, image, attrs, removed = diff(rec.products, new, set(rec.pos))
+    # a row that is in the catalogue but failed validation keeps its product as it was: it is not "removed"
+    report.kept_invalid = sum(pid in problem_ids for pid in removed)
+    removed = [pid for pid in removed if pid not in problem_ids]
     if not delete_missing:
         report.kept_missing, removed = len(removed), []
     log.info("update: %d added, %d image changed, %d attributes changed, %d removed",

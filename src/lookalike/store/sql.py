@@ -189,8 +189,8 @@ class Store:
                 s.execute(delete(SimilarProduct).where(SimilarProduct.encoder == encoder))
             buf: list[dict[str, Any]] = []
             for r in rows:
-                buf.append(dict(encoder=encoder, product_id=r.product_id, rank=r.rank, similar_id=r.similar_id,
-                                score=float(r.score), similarity_pct=float(r.similarity_pct)))
+                buf.append({"encoder": encoder, "product_id": r.product_id, "rank": r.rank, "similar_id": r.similar_id,
+                            "score": float(r.score), "similarity_pct": float(r.similarity_pct)})
                 if len(buf) >= batch:
                     s.execute(SimilarProduct.__table__.insert(), buf)
                     n += len(buf)
@@ -205,8 +205,8 @@ class Store:
         with self.session() as s, s.begin():
             s.execute(delete(SimilarProduct).where(SimilarProduct.encoder == encoder,
                                                    SimilarProduct.product_id.in_(list(product_ids))))
-            buf = [dict(encoder=encoder, product_id=r.product_id, rank=r.rank, similar_id=r.similar_id,
-                        score=float(r.score), similarity_pct=float(r.similarity_pct)) for r in rows]
+            buf = [{"encoder": encoder, "product_id": r.product_id, "rank": r.rank, "similar_id": r.similar_id,
+                    "score": float(r.score), "similarity_pct": float(r.similarity_pct)} for r in rows]
             if buf:
                 s.execute(SimilarProduct.__table__.insert(), buf)
             return len(buf)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.io_utils import atomic_write, read_json, write_json
+from lookalike.io_utils import atomic_write, read_json, save_npy, write_json
 
 _CHUNK = re.compile(r"chunk-(\d{5,})\.json$")
 
@@ -37,7 +37,7 @@ class VectorStore:
             raise ValueError("ids, hashes and vectors must have the same length")
         nxt = (max(self._chunks()) + 1) if self._chunks() else 0
         # the .npy first, the .json last: a chunk without its json is ignored, so a crash is harmless
-        atomic_write(self.root / f"chunk-{nxt:05d}.npy", lambda p: np.save(open(p, "wb"), vectors.astype(np.float32)))
+        atomic_write(self.root / f"chunk-{nxt:05d}.npy", lambda p: save_npy(p, vectors.astype(np.float32)))
         write_json(self.root / f"chunk-{nxt:05d}.json", {"ids": ids, "hashes": hashes})
 
     def done(self) -> dict[str, str | None]:
@@ -74,7 +74,7 @@ class VectorStore:
         ids, vecs = self.load()
         hashes = [meta_all[i] for i in ids]
         nxt = max(chunks) + 1
-        atomic_write(self.root / f"chunk-{nxt:05d}.npy", lambda p: np.save(open(p, "wb"), vecs))
+        atomic_write(self.root / f"chunk-{nxt:05d}.npy", lambda p: save_npy(p, vecs))
         write_json(self.root / f"chunk-{nxt:05d}.json", {"ids": ids, "hashes": hashes})
         for c in chunks:
             (self.root / f"chunk-{c:05d}.json").unlink(missing_ok=True)

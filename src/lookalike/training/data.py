@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lookalike.encoders.prep import PreprocessCfg, prepare_one, resize_to_array
-from lookalike.io_utils import atomic_write, read_json, write_json
+from lookalike.io_utils import atomic_write, read_json, save_npy, write_json
 from lookalike.store.sql import ProductRow, Store
 from lookalike.workspace import Workspace
 
@@ -220,11 +220,6 @@ def load_images(data_ws: Path, cache_ws: Path, rows: Sequence[ProductRow], cfg: 
         write_json(meta_path, {"ids": [r.id for r in kept], "hashes": [r.image_hash for r in kept],
                                "preprocess": cfg.to_dict()})
     return Images([r.id for r in kept], [r.image_hash for r in kept], pixels, kept, errors)
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, array)
 
 
 def read_products(workspace: Path, limit: int | None = None) -> list[ProductRow]:

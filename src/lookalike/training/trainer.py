@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lookalike.encoders.prep import PreprocessCfg
-from lookalike.io_utils import atomic_write, write_json
+from lookalike.io_utils import atomic_write, save_npy, write_json
 from lookalike.training import data as D
 from lookalike.training.augment import AugmentCfg
 from lookalike.training.loop import LoopCfg, LoopState, fit, pick_threads
@@ -156,7 +156,7 @@ def _cached_features(ws: Workspace, model: torch.nn.Module, images: D.Images, pr
         log.info("backbone features from %s", path)
         return np.load(path)
     out = _backbone_features(model, images.pixels, pre, show_progress, mirror=mirror)
-    atomic_write(path, lambda p: D.save_npy(p, out))
+    atomic_write(path, lambda p: save_npy(p, out))
     write_json(path.with_suffix(".json"), key)
     return out
 
