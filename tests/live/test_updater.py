@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lookalike.catalogue.images import content_hash
-from lookalike.live.updater import NoSuchProductError, ProductExistsError, Updater
+from lookalike.live.updater import ProductExistsError, Updater
 from lookalike.recommend.filters import FilterSpec
 from lookalike.recommender import Recommender, UnknownProductError
 from lookalike.store.sql import ProductRow
@@ -69,7 +69,7 @@ def test_delete_vanishes_from_every_list(fresh_ws: Path) -> None:
     assert victim not in [i.product.id for i in rec.similar(holders[0], k=40, rerank="none")]
     assert_exact(rec)
     assert rec.store.get_product(victim) is None
-    with pytest.raises(NoSuchProductError):
+    with pytest.raises(UnknownProductError):
         up.delete(victim)
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, delete, or_
 from lookalike.encoders import l2_normalise
 from lookalike.live.index_sync import IndexSync
 from lookalike.live.lists import LiveLists, Plan
-from lookalike.recommender import Recommender
+from lookalike.recommender import Recommender, UnknownProductError
 from lookalike.store import journal
 from lookalike.store.sql import ProductRow
 from lookalike.store.tables import Product, SimilarProduct
@@ -33,15 +33,6 @@ class ProductExistsError(ValueError):
     def __init__(self, product_id: str) -> None:
         super().__init__(f"product {product_id!r} already exists")
         self.product_id = product_id
-
-
-class NoSuchProductError(KeyError):
-    def __init__(self, product_id: str) -> None:
-        super().__init__(product_id)
-        self.product_id = product_id
-
-    def __str__(self) -> str:
-        return f"no product with id {self.product_id!r}"
 
 
 @dataclass
@@ -122,7 +113,7 @@ class Updater:
         with self.lock:
             old = self.rec.products.get(product_id)
             if old is None:
-                raise NoSuchProductError(product_id)
+                raise UnknownProductError(product_id)
             attrs = {} if replace_attributes else dict(old.attributes)
             for k, v in (attributes or {}).items():
                 if v is None:
@@ -156,7 +147,7 @@ class Updater:
         with self.lock:
             rec, ll = self.rec, self.lists
             if product_id not in rec.products:
-                raise NoSuchProductError(product_id)
+                raise UnknownProductError(product_id)
             row = rec.pos.get(product_id)
             plan = ll.plan_detach(row, Plan()) if row is not None else Plan()
             self._commit(plan, delete_id=product_id)

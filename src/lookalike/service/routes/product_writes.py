@@ -11,7 +11,6 @@ never resolves) and cached the same way, so every later stage finds it through `
 """
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -19,10 +18,8 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
-import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
@@ -35,11 +32,17 @@ from lookalike.catalogue.images import content_hash
 from lookalike.catalogue.ingest import MAX_ID_LENGTH, url_cache_name
 from lookalike.io_utils import atomic_write
 from lookalike.live.index_sync import index_behind
-from lookalike.live.updater import NoSuchProductError, ProductExistsError, Updater
-from lookalike.recommender import Recommender
+from lookalike.live.updater import ProductExistsError, Updater
+from lookalike.recommender import Recommender, UnknownProductError
 from lookalike.service.deps import ServiceState, get_recommender
 from lookalike.service.routes.products import JSONBytes
-from lookalike.service.routes.search import BodyTooLarge, capped_stream, decode_image, too_large
+from lookalike.service.routes.search import (
+    BodyTooLarge,
+    capped_stream,
+    decode_image,
+    download_image,
+    too_large,
+)
 from lookalike.service.schemas import ErrorBody, dumps, product_dict
 from lookalike.service.security import require_write_key
 from lookalike.settings import Settings
@@ -169,33 +172,7 @@ async def fetch_image(url: str, settings: Settings) -> bytes:
     if not settings.allow_product_image_urls:
         raise HTTPException(422, "image_url is disabled on this server (LOOKALIKE_ALLOW_PRODUCT_IMAGE_URLS): "
                                  "upload the image as a multipart file field 'image'")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise HTTPException(422, f"image_url must be an absolute http:// or https:// URL, got {url!r}")
-    cap = settings.max_upload_bytes
-
-    async def fetch() -> bytes:
-        async with (httpx.AsyncClient(timeout=settings.image_url_timeout, follow_redirects=True, max_redirects=3,
-                                      trust_env=False) as client, client.stream("GET", url) as resp):
-            if resp.status_code != 200:
-                raise HTTPException(422, f"image_url answered HTTP {resp.status_code}: give a URL that serves "
-                                         "the image directly")
-            declared = resp.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > cap:
-                raise too_large(f"the image at image_url ({declared} bytes)", cap)
-            body = bytearray()
-            async for chunk in resp.aiter_bytes():
-                body += chunk
-                if len(body) > cap:
-                    raise too_large("the image at image_url", cap)
-            return bytes(body)
-
-    try:
-        return await asyncio.wait_for(fetch(), timeout=settings.image_url_timeout)
-    except TimeoutError:
-        raise HTTPException(422, f"image_url did not deliver the image within {settings.image_url_timeout:g}s") from None
-    except httpx.HTTPError as e:
-        raise HTTPException(422, f"could not fetch image_url: {type(e).__name__}: {e or 'connection failed'}") from e
+    return await download_image(url, settings)
 
 
 async def parse_post(request: Request, settings: Settings) -> tuple[ProductIn, bytes]:
@@ -296,7 +273,7 @@ async def patch_product(product_id: str, request: Request) -> Response:
     try:
         row = await run_in_threadpool(up.update, product_id, patch.title, patch.category, patch.attributes,
                                       patch.replace_attributes)
-    except NoSuchProductError:
+    except UnknownProductError:
         raise HTTPException(404, f"no product with id {product_id!r}: list ids with GET /api/products") from None
     changed(state)
     return JSONBytes(state.json_cache.product(row))
@@ -310,7 +287,7 @@ async def delete_product(product_id: str, request: Request) -> Response:
     up = await run_in_threadpool(updater_for, rec, state.settings)
     try:
         change = await run_in_threadpool(up.delete, product_id)
-    except NoSuchProductError:
+    except UnknownProductError:
         raise HTTPException(404, f"no product with id {product_id!r}: list ids with GET /api/products") from None
     changed(state)
     return JSONBytes({"id": product_id, "deleted": True, "lists_changed": change.lists_changed})

@@ -194,6 +194,11 @@ async def fetch_image_url(url: str, settings: Settings) -> bytes:
     if not settings.allow_image_urls:
         raise HTTPException(422, "image_url is disabled on this server: upload the photo as multipart/form-data, "
                                  "or start the server with LOOKALIKE_ALLOW_IMAGE_URLS=true")
+    return await download_image(url, settings)
+
+
+async def download_image(url: str, settings: Settings) -> bytes:
+    """GET an http(s) image URL: capped in bytes and time, never a local file; each failure is a 422/413."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise HTTPException(422, f"image_url must be an absolute http:// or https:// URL, got {url!r}")
