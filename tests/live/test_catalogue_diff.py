@@ -36,7 +36,10 @@ def edited_catalogue(ws: Path, dest: Path) -> Path:
                      "colour": colour})
     (dest / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     rows.append({**rows[0], "id": "bad", "image": "images/broken.png"})
-    out = dest / "catalogue-v2.csv"
+    return write_csv(rows, dest / "catalogue-v2.csv")
+
+
+def write_csv(rows: list[dict[str, str]], out: Path) -> Path:
     with out.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -73,13 +76,7 @@ def test_cli_update_keeps_missing_on_request(fresh_ws: Path, tmp_path: Path) -> 
 
 def _rewrite(cat: Path, edit) -> Path:  # type: ignore[no-untyped-def]
     rows = list(csv.DictReader((cat / "catalogue.csv").open()))
-    rows = [edit(dict(r)) for r in rows]
-    out = cat / "catalogue-v3.csv"
-    with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return out
+    return write_csv([edit(dict(r)) for r in rows], cat / "catalogue-v3.csv")
 
 
 def test_a_bad_row_keeps_its_product_and_an_all_bad_file_is_refused(fresh_ws: Path, tmp_path: Path) -> None:

@@ -22,8 +22,7 @@ import numpy as np
 from lookalike.index import INDEXES
 from lookalike.index.backends import _check_k, _empty, as_labels, as_unit_rows, check_new_labels, topk_rows
 from lookalike.index.base import Index, Timer, pad_results
-from lookalike.index.scalar import ScalarFilter, allowed_labels, as_attribute_rows
-from lookalike.io_utils import atomic_write
+from lookalike.index.scalar import ScalarFilter, allowed_labels, as_attribute_rows, read_pointer, save_pointer
 
 log = logging.getLogger(__name__)
 
@@ -212,16 +211,12 @@ class MilvusIndex(Index):
         return len(self) * (4 * self.dim + 8 * int(self.params["M"]) + 8)
 
     def save(self, path: Path) -> None:
-        """The rows are durable in Milvus already: the file says where they are."""
-        meta = json.dumps({"backend": self.name, "dim": self.dim, "params": self.params}, indent=2)
-        atomic_write(Path(path), lambda tmp: Path(tmp).write_text(meta))
+        save_pointer(path, self.name, self.dim, self.params)
 
     @classmethod
     def load(cls, path: Path) -> MilvusIndex:
-        meta = json.loads(Path(path).read_text())
-        if meta.get("backend") != cls.name:
-            raise ValueError(f"{path} holds a {meta.get('backend')!r} index, not {cls.name!r}")
-        index = cls(meta["dim"], **meta["params"])
+        dim, params = read_pointer(path, cls.name)
+        index = cls(dim, **params)
         if not index.client.has_collection(index.collection):
             raise FileNotFoundError(f"collection {index.collection} is not in {index.uri}: rebuild the index")
         index.client.load_collection(index.collection)

@@ -8,7 +8,6 @@ array), so batched search costs one round trip. The saved "index file" holds onl
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -21,8 +20,7 @@ import numpy as np
 from lookalike.index import INDEXES
 from lookalike.index.backends import _check_k, _empty, as_labels, as_unit_rows, check_new_labels
 from lookalike.index.base import Index, Timer
-from lookalike.index.scalar import ScalarFilter, allowed_labels, as_attribute_rows
-from lookalike.io_utils import atomic_write
+from lookalike.index.scalar import ScalarFilter, allowed_labels, as_attribute_rows, read_pointer, save_pointer
 
 log = logging.getLogger(__name__)
 
@@ -198,16 +196,12 @@ class PgvectorIndex(Index):
         return int(row[0] or 0)
 
     def save(self, path: Path) -> None:
-        """The rows are already durable in PostgreSQL: the file says where they are."""
-        meta = json.dumps({"backend": self.name, "dim": self.dim, "params": self.params}, indent=2)
-        atomic_write(Path(path), lambda tmp: Path(tmp).write_text(meta))
+        save_pointer(path, self.name, self.dim, self.params)
 
     @classmethod
     def load(cls, path: Path) -> PgvectorIndex:
-        meta = json.loads(Path(path).read_text())
-        if meta.get("backend") != cls.name:
-            raise ValueError(f"{path} holds a {meta.get('backend')!r} index, not {cls.name!r}")
-        index = cls(meta["dim"], **meta["params"])
+        dim, params = read_pointer(path, cls.name)
+        index = cls(dim, **params)
         found = index.conn().execute("SELECT to_regclass(%s)", (index.table,)).fetchone()[0]
         if found is None:
             raise FileNotFoundError(f"table {index.table} is not in {pg_conninfo(index.url)}: rebuild the index")

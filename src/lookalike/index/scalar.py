@@ -10,11 +10,15 @@ Attribute values are kept and compared as strings, like ``Store.list_products`` 
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lookalike.io_utils import atomic_write
 
 
 @dataclass(frozen=True)
@@ -51,3 +55,17 @@ def allowed_labels(allowed: np.ndarray | None) -> np.ndarray | None:
     if a.dtype == bool:
         return np.flatnonzero(a).astype(np.int64)
     return np.unique(a.astype(np.int64, copy=False))
+
+
+def save_pointer(path: Path, backend: str, dim: int, params: Mapping[str, Any]) -> None:
+    """A server backend's rows are durable on the server already: its index file only says where they are."""
+    meta = json.dumps({"backend": backend, "dim": dim, "params": dict(params)}, indent=2)
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(meta))
+
+
+def read_pointer(path: Path, backend: str) -> tuple[int, dict[str, Any]]:
+    """(dim, params) of a file written by save_pointer, checked to belong to ``backend``."""
+    meta = json.loads(Path(path).read_text())
+    if meta.get("backend") != backend:
+        raise ValueError(f"{path} holds a {meta.get('backend')!r} index, not {backend!r}")
+    return int(meta["dim"]), meta["params"]
