@@ -242,8 +242,10 @@ def build(catalogue: Path, workspace: Path, encoder: str | None = None, index: s
         raise ValueError("no product could be encoded: see reports/validation.json")
     t = time.perf_counter()
     idx_dir = ws.index_dir(encoder)
+    # pgvector keeps the vectors in the store's own database unless told otherwise
+    params = {"url": store.url} if index == "pgvector" and store.engine.dialect.name == "postgresql" else None
     _, infos = build_index(vecs, np.arange(len(ids), dtype=np.int64), name=index, path=idx_dir,
-                           max_memory=max_memory)
+                           max_memory=max_memory, params=params)
     ws.write(idx_dir / "ids.json", {"ids": ids})
     SimilarityScale.fit(vecs).save(idx_dir / "similarity.json")
     stages["index"] = time.perf_counter() - t

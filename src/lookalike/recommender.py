@@ -27,6 +27,7 @@ from lookalike.recommend.rerank import ClickStats, RerankParams, rerank_order
 from lookalike.recommend.similarity_pct import SimilarityScale
 from lookalike.recommend.topk import topk_query
 from lookalike.settings import Settings
+from lookalike.store import changes
 from lookalike.store.journal import flush_vectors
 from lookalike.store.sql import ProductRow, Store
 from lookalike.store.vectors import VectorStore
@@ -73,6 +74,7 @@ class Recommender:
         self.build_info = build_info
         self.same_category_build = bool(build_info.get("same_category"))
         self.groups = codes([products[i].image_hash for i in ids])
+        self.change_seq = 0  # the change-feed position this state includes (store/changes.py)
         self.n_live = len(ids)  # rows minus deleted ones (rows are append-only while serving: live/lists.py)
         # held by live updates while they grow the row arrays, and by the searches that read several of them
         # at once (mask, groups, vectors), so those never see one array a row longer than another
@@ -97,6 +99,8 @@ class Recommender:
         store = Store.for_workspace(ws.root, store_url or settings.store_url)
         enc_name = info["encoder"]
         t0 = time.perf_counter()
+        # the feed position first, then the state: a write landing in between is replayed, harmlessly twice
+        change_seq = changes.last_seq(store, enc_name)
         products = {p.id: p for p in store.iter_products()}
         idx_dir = ws.index_dir(enc_name)
         flush_vectors(ws.root, store, enc_name)  # vectors of live changes a crash left only in the journal
@@ -110,6 +114,7 @@ class Recommender:
         pre = cls._load_precomputed(store, enc_name, ids, int(info.get("k", 20)))
         rec = cls(ws, store, enc_name, ids, vecs, products, SimilarityScale.load(idx_dir / "similarity.json"),
                   settings, pre, info)
+        rec.change_seq = change_seq
         if load_encoder:
             rec.encoder  # noqa: B018 - load the model now, not on the first request
         rec.feedback.load(store.event_counts())

@@ -41,9 +41,19 @@ class Settings(BaseSettings):
                                                              "(size- and pixel-capped, http(s) only)")
     index_sync_seconds: float = Field(10.0, description="how long writes collect before the vector files and "
                                                         "the index catch up with the journal")
+    follow_writes: bool | None = Field(None, description="replay writes other processes made to the store "
+                                                         "before each request (several workers or replicas on "
+                                                         "one store); default: on with --workers > 1 or a "
+                                                         "PostgreSQL store")
     rerank_weight: float = Field(0.5, ge=0.0, le=1.0, description="share of the click signal in re-ranked "
                                                                    "similar lists (0 = visual order only)")
     rerank_prior_strength: float = Field(20.0, gt=0.0, description="Beta prior strength, in examinations")
     rerank_prior_ctr: float = Field(0.05, gt=0.0, lt=1.0, description="prior click rate until enough events")
     rerank_exploration: float = Field(1.0, ge=0.0, description="UCB bonus, in posterior standard deviations")
     rerank_position_eta: float = Field(1.0, ge=0.0, description="examination propensity (1 + position)^-eta")
+
+    def follows_writes(self, store_dialect: str) -> bool:
+        """Whether this process replays other processes' writes (``follow_writes``, resolved)."""
+        if self.follow_writes is not None:
+            return self.follow_writes
+        return self.workers > 1 or store_dialect == "postgresql"

@@ -157,6 +157,9 @@ def test_cors_is_off_by_default_and_configurable(writable: Callable[..., TestCli
     assert "PATCH" in r.headers["access-control-allow-methods"]
 
 
-def test_writes_need_a_single_worker(writable: Callable[..., TestClient]) -> None:
-    r = writable(workers=2).delete("/api/products/p0000", headers={"X-API-Key": KEY})
-    assert r.status_code == 409 and "--workers 1" in r.json()["detail"]
+def test_several_workers_write_only_when_they_follow(writable: Callable[..., TestClient]) -> None:
+    r = writable(workers=2, follow_writes=False).delete("/api/products/p0000", headers={"X-API-Key": KEY})
+    assert r.status_code == 409 and "LOOKALIKE_FOLLOW_WRITES" in r.json()["detail"]
+    client = writable(workers=2)  # following by default: each worker replays the others' writes
+    assert client.app.state.lookalike.follower is not None
+    assert client.delete("/api/products/p0000", headers={"X-API-Key": KEY}).status_code == 200

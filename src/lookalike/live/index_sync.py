@@ -11,6 +11,9 @@ only catch-up work and may lag. A checkpoint:
    ``live.json`` still names the old journal position, the rebuild runs again at the next start;
 3. records the last journal entry applied in ``index/<encoder>/live.json`` and prunes the journal.
 
+Several processes serving one workspace (workers, or replicas on a shared volume) checkpoint one at a time
+(``store.changes.process_lock``), and a process reloads the index when another one moved it on.
+
 Labels: ``ids.json`` maps label -> product id. New vectors get the next label; a removed label's slot holds
 ``null``. A rebuild renumbers 0..n-1. If an incremental sync finds the index out of step (a crash between two
 of its files), it falls back to a rebuild, which derives everything from the vector files and the store.
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.index.build import INFOS, build_index, load_index
-from lookalike.store import journal
+from lookalike.store import changes, journal
 from lookalike.store.sql import Store
 from lookalike.store.vectors import VectorStore
 from lookalike.workspace import Workspace
@@ -66,6 +69,7 @@ class IndexSync:
         self.dir = self.ws.index_dir(encoder)
         self.before_swap = before_swap  # a test hook: called with the rebuilt folder just before the swap
         self._index: Any = None
+        self._seen = self.synced_seq()  # where this process last left (or found) the index
         self._lock = threading.Lock()
         self._kick = threading.Event()
         self._stop = threading.Event()
@@ -109,8 +113,10 @@ class IndexSync:
 
     # ---- the work ---------------------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
-        with self._lock:
+        with self._lock, changes.process_lock(self.store, "index-sync"):
             t0 = time.perf_counter()
+            if self.synced_seq() != self._seen:
+                self._index = None  # another process serving this workspace moved the index on: reload it
             flushed = journal.flush_vectors(self.ws.root, self.store, self.encoder)
             todo = journal.entries(self.store, self.encoder, after=self.synced_seq())
             if not todo:
@@ -122,6 +128,7 @@ class IndexSync:
                 if how == "rebuild":
                     self._rebuild()
             self.ws.write(self.dir / LIVE, {"synced_seq": upto, "method": how})
+            self._seen = upto
             pruned = journal.prune(self.store, self.encoder, upto)
             self.last = {"flushed": flushed, "entries": len(todo), "method": how, "pruned": pruned,
                          "seconds": round(time.perf_counter() - t0, 3)}

@@ -181,6 +181,10 @@ class LiveLists:
                 self.group_of[image_hash] = g
         return g
 
+    def apply_lists(self, plan: Plan) -> None:
+        """Lists computed elsewhere (another process's write, read back from the store)."""
+        self._write_lists(plan)
+
     def apply_new(self, product: ProductRow, x: np.ndarray, plan: Plan) -> int:
         rec, i = self.rec, self.n
         if len(rec.table) != i:

@@ -1,15 +1,18 @@
 """``Updater``: add, change and delete products of a served workspace, without a rebuild.
 
-Each change runs under one writer lock: plan the new lists in memory (``LiveLists``), commit the product
-row, the journal entry and the replaced similar lists in one database transaction, then apply the plan to
-the Recommender. The API answers after the commit, so an acknowledged change survives ``kill -9``; readers
-see the change as soon as the API answers, and never take the lock. Embedding happens before the lock.
+Each change runs under one writer lock (a thread lock, and ``store.changes.process_lock`` across processes):
+replay what other processes wrote meanwhile (live/follower.py), plan the new lists in memory (``LiveLists``),
+commit the product row, the journal entry, the change-feed entry and the replaced similar lists in one
+database transaction, then apply the plan to the Recommender. The API answers after the commit, so an
+acknowledged change survives ``kill -9``; readers see the change as soon as the API answers, in this process
+and in every other one serving the store, and never take the lock. Embedding happens before the lock.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,14 +22,39 @@ from PIL import Image
 from sqlalchemy import bindparam, delete, or_
 
 from lookalike.encoders import l2_normalise
+from lookalike.live.follower import Follower
 from lookalike.live.index_sync import IndexSync
 from lookalike.live.lists import LiveLists, Plan
 from lookalike.recommender import Recommender, UnknownProductError
-from lookalike.store import journal
+from lookalike.settings import Settings
+from lookalike.store import changes, journal
 from lookalike.store.sql import ProductRow
 from lookalike.store.tables import Product, SimilarProduct
 
 log = logging.getLogger(__name__)
+
+
+_updater_lock = threading.Lock()
+
+
+def updater_for(rec: Recommender, settings: Settings) -> Updater:
+    """The one Updater of a Recommender, made on first use (a write, a resumed index sync, or following)."""
+    with _updater_lock:
+        up: Updater | None = getattr(rec, "live_updater", None)
+        if up is None:
+            up = Updater(rec, sync_delay=settings.index_sync_seconds)
+            rec.live_updater = up  # type: ignore[attr-defined]
+        return up
+
+
+def close_updater(rec: Recommender) -> None:
+    """Stop the Recommender's Updater, if it has one (its last index checkpoint runs now)."""
+    up: Updater | None = getattr(rec, "live_updater", None)
+    if up is not None:
+        up.close()
+        with _updater_lock:
+            if getattr(rec, "live_updater", None) is up:
+                del rec.live_updater
 
 
 class ProductExistsError(ValueError):
@@ -49,10 +77,19 @@ class Updater:
         self.rec = rec
         self.lock = threading.RLock()
         self.lists = LiveLists(rec)
+        self.follower = Follower(self, applied=rec.change_seq)
         self.sync: IndexSync | None = (
             IndexSync(rec.workspace.root, rec.store, rec.encoder_name, delay=sync_delay) if index_sync else None)
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The writer lock of this process and of every process on the store, on the latest state."""
+        with self.lock, changes.process_lock(self.rec.store):
+            self.follower.catch_up()
+            yield
+
     def close(self, checkpoint: bool = True) -> None:
+        self.follower.close()
         if self.sync is not None:
             self.sync.close()
             if checkpoint:
@@ -68,7 +105,7 @@ class Updater:
     # ---- writes -----------------------------------------------------------------------------------
     def add(self, product: ProductRow, vector: np.ndarray) -> Change:
         """A new product (or a deleted id coming back): its own list, and every list it now belongs in."""
-        with self.lock:
+        with self._writing():
             if product.id in self.rec.products:
                 raise ProductExistsError(product.id)
             return self._add(product, vector)
@@ -85,7 +122,7 @@ class Updater:
     def upsert(self, product: ProductRow, vector: np.ndarray | None) -> Change:
         """Add, or bring an existing product in line with ``product``: re-embedded only when ``vector`` is
         given and the image hash changed (the caller decides whether to embed)."""
-        with self.lock:
+        with self._writing():
             old = self.rec.products.get(product.id)
             if old is None or product.id not in self.rec.pos:
                 if vector is None:
@@ -110,7 +147,7 @@ class Updater:
     def update(self, product_id: str, title: str | None = None, category: str | None = None,
                attributes: dict[str, Any] | None = None, replace_attributes: bool = False) -> ProductRow:
         """Change title, category and attributes (a None attribute value removes it); no re-embedding."""
-        with self.lock:
+        with self._writing():
             old = self.rec.products.get(product_id)
             if old is None:
                 raise UnknownProductError(product_id)
@@ -144,7 +181,7 @@ class Updater:
         return self._done(Change("attributes_changed", product.id, len(plan.lists)))
 
     def delete(self, product_id: str) -> Change:
-        with self.lock:
+        with self._writing():
             rec, ll = self.rec, self.lists
             if product_id not in rec.products:
                 raise UnknownProductError(product_id)
@@ -215,8 +252,15 @@ class Updater:
                 journal.record(s, enc, "remove", delete_id)
             if journal_add is not None:
                 journal.record(s, enc, "add", journal_add[0].id, journal_add[0].image_hash, journal_add[1])
+            feed = changes.record(
+                s, enc, "deleted" if delete_id is not None else "vector" if journal_add is not None else "fields",
+                delete_id or (upsert.id if upsert is not None else ""), upsert,
+                journal_add[1] if journal_add is not None else None, [pid(r) for r in plan.lists])
             conn = s.connection()  # Core executemany: the ORM's bulk paths cost more than SQLite itself here
             if cuts:
                 conn.execute(cut, cuts)
             if rows:
                 conn.execute(t.insert(), rows)
+            s.flush()
+            seq = feed.seq
+        self.follower.applied = seq  # this write's own entry: every earlier one was replayed under the lock

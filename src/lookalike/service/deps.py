@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy.exc import SQLAlchemyError
 
+from lookalike.live.follower import Follower
+from lookalike.live.updater import updater_for
 from lookalike.recommender import Recommender
 from lookalike.service.catalogue import Facets, Listing
 from lookalike.service.metrics import Metrics
@@ -29,8 +32,13 @@ class ServiceState:
     recommender: Recommender | None = None
     load_error: str | None = None
     json_cache: JSONCache = field(default_factory=JSONCache)
+    follower: Follower | None = None  # replays other processes' writes, when follows_writes
     _listing: Listing | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def follows_writes(self) -> bool:
+        return self.follower is not None
 
     def attach(self, rec: Recommender, freeze_gc: bool = False) -> None:
         """Index the catalogue and encode every product's JSON, then start serving ``rec``: the Recommender
@@ -41,6 +49,12 @@ class ServiceState:
                 self.json_cache.product(row)
         with self._lock:
             self._listing = listing
+        if self.settings.follows_writes(rec.store.engine.dialect.name):
+            # before the Recommender is published: no request may be answered from a state that does not follow
+            up = updater_for(rec, self.settings)
+            up.follower.on_change = lambda _n: self.drop_listing()
+            up.follower.start()
+            self.follower = up.follower
         if freeze_gc:
             # Everything loaded so far lives as long as the process. Freezing it keeps the cyclic GC from
             # walking those objects on every full collection: at 44k products one took ~150 ms, which was
@@ -48,6 +62,10 @@ class ServiceState:
             gc.collect()
             gc.freeze()
         self.recommender = rec
+
+    def drop_listing(self) -> None:
+        """The catalogue listing and its facets are rebuilt from the store on next use (after a write)."""
+        self._listing = None
 
     def listing(self) -> Listing:
         """The in-memory catalogue listing, built once from the store (the same snapshot the Recommender has)."""
@@ -89,6 +107,14 @@ async def get_recommender(request: Request) -> Recommender:
             raise HTTPException(503, f"the service could not load its workspace: {state.load_error}")
         raise HTTPException(503, "the service is still loading its workspace; retry when GET /health says ok",
                             headers={"Retry-After": "2"})
+    if state.follower is not None:
+        # a write another process acknowledged must be served here at once: one indexed max(seq) when none
+        try:
+            state.follower.catch_up()
+        except SQLAlchemyError as e:
+            log.warning("change feed unreachable: %s", e)
+            raise HTTPException(503, "the store is unreachable, so this replica cannot tell whether it is up "
+                                     "to date; retry shortly", headers={"Retry-After": "2"}) from e
     return state.recommender
 
 

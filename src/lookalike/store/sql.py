@@ -225,13 +225,18 @@ class Store:
             for r in s.scalars(q.execution_options(yield_per=20000)):
                 yield SimilarRow(r.product_id, r.rank, r.similar_id, r.score, r.similarity_pct)
 
-    def similar_table(self, encoder: str) -> list[tuple[str, int, str, float]]:
-        """Every (product_id, rank, similar_id, score) of ``encoder``, as plain tuples: loading a million
-        rows through the ORM would take minutes at start-up."""
+    def similar_table(self, encoder: str, product_ids: Sequence[str] | None = None,
+                      ) -> list[tuple[str, int, str, float]]:
+        """(product_id, rank, similar_id, score) of ``encoder``, every list or those of ``product_ids``, as
+        plain tuples: loading a million rows through the ORM would take minutes at start-up."""
         q = select(SimilarProduct.product_id, SimilarProduct.rank, SimilarProduct.similar_id,
                    SimilarProduct.score).where(SimilarProduct.encoder == encoder)
         with self.engine.connect() as c:
-            return [tuple(r) for r in c.execute(q)]  # type: ignore[misc]
+            if product_ids is None:
+                return [tuple(r) for r in c.execute(q)]  # type: ignore[misc]
+            ids = list(product_ids)
+            return [tuple(r) for a in range(0, len(ids), 900)  # type: ignore[misc]
+                    for r in c.execute(q.where(SimilarProduct.product_id.in_(ids[a : a + 900])))]
 
     def count_similar_sources(self, encoder: str) -> int:
         with self.session() as s:

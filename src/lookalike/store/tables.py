@@ -70,4 +70,24 @@ class JournalEntry(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ChangeEntry(Base):
+    """The change feed: every acknowledged catalogue write, in commit order, for the other replicas.
+
+    A replica serving the same store replays the entries it has not seen (live/follower.py): the product as it
+    was written, its new vector when the image changed, and which similar lists the write replaced (read back
+    from ``similar_products``). Entries are pruned after a retention period, never by the index sync.
+    """
+
+    __tablename__ = "changes"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    encoder: Mapped[str] = mapped_column(String(256), index=True)
+    op: Mapped[str] = mapped_column(String(16))  # "vector" (added or new image), "fields", "deleted"
+    product_id: Mapped[str] = mapped_column(String(128))
+    product: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # the row as written; None for "deleted"
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # float32 bytes, for "vector"
+    lists: Mapped[list] = mapped_column(JSON, default=list)  # product ids whose similar lists were replaced
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
 Index("ix_similar_lookup", SimilarProduct.encoder, SimilarProduct.product_id)

@@ -32,7 +32,7 @@ from lookalike.catalogue.images import content_hash
 from lookalike.catalogue.ingest import MAX_ID_LENGTH, url_cache_name
 from lookalike.io_utils import atomic_write
 from lookalike.live.index_sync import index_behind
-from lookalike.live.updater import ProductExistsError, Updater
+from lookalike.live.updater import ProductExistsError, close_updater, updater_for
 from lookalike.recommender import Recommender, UnknownProductError
 from lookalike.service.deps import ServiceState, get_recommender
 from lookalike.service.routes.products import JSONBytes
@@ -77,20 +77,6 @@ class ProductPatch(BaseModel):
     replace_attributes: bool = Field(False, description="replace all attributes instead of merging")
 
 
-# ---- the updater of this app --------------------------------------------------------------------
-_updater_lock = threading.Lock()
-
-
-def updater_for(rec: Recommender, settings: Settings) -> Updater:
-    """The one Updater of a Recommender, made on the first write (or at start-up when the index is behind)."""
-    with _updater_lock:
-        up: Updater | None = getattr(rec, "live_updater", None)
-        if up is None:
-            up = Updater(rec, sync_delay=settings.index_sync_seconds)
-            rec.live_updater = up  # type: ignore[attr-defined]
-        return up
-
-
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
     """Resume an index sync a crash interrupted, once the workspace is loaded; checkpoint at shutdown."""
@@ -108,12 +94,8 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     yield
     stop.set()
     rec = app.state.lookalike.recommender
-    up: Updater | None = getattr(rec, "live_updater", None) if rec is not None else None
-    if up is not None:
-        await anyio.to_thread.run_sync(up.close)
-        with _updater_lock:
-            if getattr(rec, "live_updater", None) is up:
-                del rec.live_updater
+    if rec is not None:
+        await anyio.to_thread.run_sync(close_updater, rec)
 
 
 router = APIRouter(prefix="/api/products", tags=["products (write)"], dependencies=[Depends(require_write_key)],
@@ -122,16 +104,15 @@ router = APIRouter(prefix="/api/products", tags=["products (write)"], dependenci
 
 def writable_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.lookalike
-    if state.settings.workers > 1:
+    if state.settings.workers > 1 and not state.follows_writes:
         # each worker process holds its own copy of the catalogue: a write would reach only one of them
-        raise HTTPException(409, f"live catalogue writes need a single worker, this server runs "
-                                 f"{state.settings.workers}: serve with --workers 1 to accept writes")
+        raise HTTPException(409, f"live catalogue writes with {state.settings.workers} workers need "
+                                 "LOOKALIKE_FOLLOW_WRITES=true (or unset), so every worker replays them")
     return state
 
 
 def changed(state: ServiceState) -> None:
-    """The catalogue listing and its facets are rebuilt from the store on next use."""
-    state._listing = None
+    state.drop_listing()
 
 
 # ---- request parsing ----------------------------------------------------------------------------
