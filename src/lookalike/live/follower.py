@@ -2,7 +2,7 @@
 
 Every write commits an entry to the change feed (store/changes.py). ``Follower.catch_up`` replays the entries
 this process has not applied yet: it is called before each request is answered (one indexed ``max(seq)``
-query when nothing changed), by a background poll, and by the local Updater under the cross-process writer
+query on a raw connection when nothing changed: ~10 µs on SQLite), by a background poll, and by the local Updater under the cross-process writer
 lock before it plans a write, so every plan starts from the state every earlier write left.
 
 Replay, for the entries of one catch-up, in ``seq`` order:
@@ -47,6 +47,7 @@ class Follower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
+        self.probe = changes.FeedProbe(updater.rec.store, updater.rec.encoder_name)
 
     # ---- the background poll ----------------------------------------------------------------------
     def start(self) -> None:
@@ -59,6 +60,7 @@ class Follower:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self.probe.close()
 
     def _loop(self) -> None:
         # the poll keeps an idle process within seconds of the feed, far inside the retention
@@ -77,7 +79,7 @@ class Follower:
     def catch_up(self) -> int:
         """Apply every feed entry after ``applied``; returns how many."""
         rec = self.rec
-        if changes.last_seq(rec.store, rec.encoder_name) <= self.applied:
+        if self.probe.last_seq() <= self.applied:
             return 0
         with self.up.lock:
             todo = changes.since(rec.store, rec.encoder_name, self.applied)

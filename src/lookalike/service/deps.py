@@ -21,6 +21,7 @@ from lookalike.service.catalogue import Facets, Listing
 from lookalike.service.metrics import Metrics
 from lookalike.service.schemas import JSONCache
 from lookalike.settings import Settings
+from lookalike.store.changes import StoreUnavailableError
 from lookalike.store.sql import ProductRow
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ async def get_recommender(request: Request) -> Recommender:
         # a write another process acknowledged must be served here at once: one indexed max(seq) when none
         try:
             state.follower.catch_up()
-        except SQLAlchemyError as e:
+        except (StoreUnavailableError, SQLAlchemyError) as e:
             log.warning("change feed unreachable: %s", e)
             raise HTTPException(503, "the store is unreachable, so this replica cannot tell whether it is up "
                                      "to date; retry shortly", headers={"Retry-After": "2"}) from e
