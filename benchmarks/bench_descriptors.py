@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lookalike.catalogue.images import load_image
 from lookalike.encoders.descriptors import (
     BLOCKS,
     ColorTextureEncoder,
@@ -31,6 +30,7 @@ from lookalike.encoders.descriptors import (
     describe_blocks,
     resolve_params,
 )
+from lookalike.imaging import load_image
 
 log = logging.getLogger("bench_descriptors")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fashion-product-images-small"

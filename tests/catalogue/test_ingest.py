@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from lookalike.catalogue import CatalogueError, ColumnMapping, image_resolver, ingest, resolve_image_path
-from lookalike.catalogue.images import UnsafePathError, file_hash
 from lookalike.catalogue.ingest import FetchError, download_image
+from lookalike.imaging import UnsafePathError, file_hash
 from lookalike.io_utils import read_json
 from lookalike.store.sql import Store
 

@@ -198,3 +198,24 @@ def test_lite0_package_weights_recognise_ikea_chairs_and_tables() -> None:
         top5 = sum(bool({c for c, _ in row} & classes) for row in preds) / len(preds)
         top1 = sum(row[0][0] in classes for row in preds) / len(preds)
         assert top5 >= 0.7 and top1 >= 0.5, (sub, top5, top1, preds)
+
+
+def test_timm_onnx_backend_matches_torch_and_is_cached(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    ckpt = tmp_path / "weights.pth"
+    torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), ckpt)
+    onnx = TimmEncoder("test_resnet", checkpoint=ckpt, image_size=64, cache_dir=tmp_path)
+    assert onnx.backend == "onnx" and onnx.onnx_path is not None  # auto: real weights run on onnxruntime
+    assert onnx.onnx_path.parent == tmp_path / "onnx"
+    ref = TimmEncoder("test_resnet", checkpoint=ckpt, image_size=64, backend="torch")
+    imgs = _images(5)
+    np.testing.assert_allclose(onnx.encode(imgs, show_progress=False), ref.encode(imgs, show_progress=False),
+                               atol=1e-4)
+    stamp = onnx.onnx_path.stat().st_mtime_ns
+    again = TimmEncoder("test_resnet", checkpoint=ckpt, image_size=64, cache_dir=tmp_path)
+    assert again.onnx_path == onnx.onnx_path and onnx.onnx_path.stat().st_mtime_ns == stamp  # exported once
+    other = TimmEncoder("test_resnet", pretrained=False, image_size=64, backend="onnx", cache_dir=tmp_path)
+    assert other.onnx_path != onnx.onnx_path  # other weights: another digest, never a stale graph
+    assert TimmEncoder("test_resnet", pretrained=False, image_size=64).backend == "torch"  # auto, random weights
+    with pytest.raises(ValueError, match="onnx, torch"):
+        TimmEncoder("test_resnet", pretrained=False, backend="tensorrt")

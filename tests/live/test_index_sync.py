@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.catalogue.images import content_hash
+from lookalike.imaging import content_hash
 from lookalike.index.build import build_index, load_index
 from lookalike.live.index_sync import IndexSync, index_behind
 from lookalike.live.updater import Updater

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lookalike.catalogue.images import content_hash
+from lookalike.imaging import content_hash
 from lookalike.live.updater import ProductExistsError, Updater
 from lookalike.recommend.filters import FilterSpec
 from lookalike.recommender import Recommender, UnknownProductError

@@ -27,7 +27,9 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
-from lookalike.catalogue.images import (
+from lookalike.catalogue.readers import ColumnMapping, RawRecord, ReadProblem, is_url, open_catalogue
+from lookalike.catalogue.report import ValidationReport
+from lookalike.imaging import (
     DEFAULT_MAX_PIXELS,
     ImageTooLargeError,
     UnsafePathError,
@@ -35,8 +37,6 @@ from lookalike.catalogue.images import (
     load_image,
     safe_join,
 )
-from lookalike.catalogue.readers import ColumnMapping, RawRecord, ReadProblem, is_url, open_catalogue
-from lookalike.catalogue.report import ValidationReport
 from lookalike.io_utils import atomic_write
 from lookalike.store.sql import ProductRow, Store
 from lookalike.workspace import Workspace

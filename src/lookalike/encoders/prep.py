@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from lookalike.catalogue.images import load_image
+from lookalike.imaging import load_image
 
 ImageLike = Image.Image | Path | str | bytes
 

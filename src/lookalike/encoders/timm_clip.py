@@ -15,6 +15,7 @@ import torch
 
 from lookalike.encoders import ENCODERS
 from lookalike.encoders.base import Encoder, WeightsUnavailableError, l2_normalise
+from lookalike.encoders.onnx_runtime import cached_timm_session
 from lookalike.encoders.prep import ImageLike, PreprocessCfg, normalise_batch, prepare_one
 from lookalike.encoders.weights import (
     WEIGHT_EXTS,
@@ -55,12 +56,23 @@ def _prepare(images: Sequence[ImageLike], enc: Encoder) -> np.ndarray:
     return np.stack(arrays)
 
 
+BACKENDS = ("auto", "onnx", "torch")
+
+
 class TimmEncoder(Encoder):
-    """Pooled pre-logits features of a timm model (what ``num_classes=0`` returns)."""
+    """Pooled pre-logits features of a timm model (what ``num_classes=0`` returns).
+
+    ``backend``: ``onnx`` runs the features through onnxruntime (exported once into ``<cache>/onnx``, outputs
+    within 1e-4 of torch), ``torch`` runs eager torch, ``auto`` picks onnx for pretrained weights and torch for
+    random ones (tests and experiments, where an export per model would cost more than it saves).
+    """
 
     def __init__(self, model_name: str, pretrained: bool = True, checkpoint: str | Path | None = None,
                  cache_dir: Path | None = None, workspace: Path | None = None, image_size: int | None = None,
-                 device: str = "cpu", resize: str | None = None) -> None:
+                 device: str = "cpu", resize: str | None = None, backend: str = "auto",
+                 num_threads: int | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         # keep the head: predict_imagenet needs it, and forward_head(pre_logits=True) equals num_classes=0
         model, self.weights_source, report = build_timm_model(model_name, pretrained, checkpoint, cache_dir,
                                                               workspace)
@@ -71,11 +83,24 @@ class TimmEncoder(Encoder):
         self.name = f"timm:{model_name}"
         self.preprocess = timm_preprocess(model, image_size, resize)
         self.dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+        if backend == "auto":
+            backend = "onnx" if self.weights_source and device == "cpu" else "torch"
+        self.backend, self.onnx_path = backend, None
+        self._session: Any = None
+        if backend == "onnx":
+            try:
+                self._session, self.onnx_path = cached_timm_session(
+                    self.model, model_name, self.preprocess.size, resolve_cache_dir(cache_dir) / "onnx", num_threads)
+            except Exception as e:  # noqa: BLE001 - torch gives the same numbers, only slower
+                log.warning("no onnxruntime session for %s (%s): running torch", self.name, e)
+                self.backend = "torch"
 
     def _tensor(self, batch: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(normalise_batch(batch, self.preprocess)).to(self.device)
 
     def _embed(self, batch: np.ndarray) -> np.ndarray:
+        if self._session is not None:
+            return self._session.run(None, {"images": normalise_batch(batch, self.preprocess)})[0]
         with torch.inference_mode():
             x = self.model.forward_features(self._tensor(batch))
             return self.model.forward_head(x, pre_logits=True).float().cpu().numpy()
@@ -96,7 +121,7 @@ class TimmEncoder(Encoder):
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "model": self.model_name, "weights": self.weights_source or "random",
-                "imagenet_head": self.has_trained_head}
+                "imagenet_head": self.has_trained_head, "backend": self.backend}
 
 
 # ---- OpenCLIP ----------------------------------------------------------------------------------------------

@@ -107,18 +107,15 @@ class TrainedEncoder(Encoder):
             self._model = load_trained(self.model_dir, spec)
 
     def _onnx_session(self, num_threads: int | None) -> Any:
-        import onnxruntime as ort
-
         onnx_path = self.model_dir / "model.onnx"
         weights = self.model_dir / "model.pt"
         if not onnx_path.exists() or onnx_path.stat().st_mtime < weights.stat().st_mtime:
             from lookalike.training.export import export_onnx
 
             export_onnx(self.model_dir)
-        opts = ort.SessionOptions()
-        if num_threads:
-            opts.intra_op_num_threads = num_threads
-        return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        from lookalike.encoders.onnx_runtime import session
+
+        return session(onnx_path, num_threads)
 
     # ---- the forward pass ------------------------------------------------------------------------
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

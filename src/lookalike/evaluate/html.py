@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 from PIL import Image
 
-from lookalike.catalogue.images import load_image
+from lookalike.imaging import load_image
 
 log = logging.getLogger(__name__)
 

@@ -7,18 +7,17 @@ Outputs ``embedding`` (batch, dim), L2-normalised, and, for models with a class 
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lookalike.io_utils import atomic_write, read_json
+from lookalike.encoders.onnx_runtime import OPSET, export
+from lookalike.io_utils import read_json
 
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
-OPSET = 17
 
 
 class _Outputs(nn.Module):
@@ -50,16 +49,4 @@ def export_onnx(model_dir: Path, opset: int = OPSET) -> Path:
     heads = has_head(spec)
     wrapped = _Outputs(model, heads).eval()
     names = ["embedding", "logits"] if heads else ["embedding"]
-    dummy = torch.zeros(2, 3, h, w)
-    path = model_dir / ONNX_FILE
-
-    def write(tmp: Path) -> None:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(wrapped, (dummy,), str(tmp), input_names=["images"], output_names=names,
-                              dynamic_axes={n: {0: "batch"} for n in ["images", *names]}, opset_version=opset,
-                              dynamo=False)
-
-    atomic_write(path, write)
-    log.info("exported %s", path)
-    return path
+    return export(wrapped, torch.zeros(2, 3, h, w), model_dir / ONNX_FILE, names, opset=opset)

@@ -28,8 +28,8 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import Response
 
-from lookalike.catalogue.images import content_hash
 from lookalike.catalogue.ingest import MAX_ID_LENGTH, url_cache_name
+from lookalike.imaging import content_hash
 from lookalike.io_utils import atomic_write
 from lookalike.live.index_sync import index_behind
 from lookalike.live.updater import ProductExistsError, close_updater, updater_for

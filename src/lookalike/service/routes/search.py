@@ -32,7 +32,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import Response
 
-from lookalike.catalogue.images import ImageTooLargeError, load_image
+from lookalike.imaging import ImageTooLargeError, load_image
 from lookalike.recommend.filters import FilterSpec
 from lookalike.recommender import Recommender, SearchResult, UnknownProductError
 from lookalike.service.deps import RecommenderDep, ServiceState, StateDep, check_k

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.catalogue.images import (
+from lookalike.catalogue.ingest import check_image
+from lookalike.imaging import (
     ImageTooLargeError,
     UnsafePathError,
     content_hash,
@@ -16,7 +17,6 @@ from lookalike.catalogue.images import (
     load_image,
     safe_join,
 )
-from lookalike.catalogue.ingest import check_image
 
 from .imaging import BLUE, RED, encoded, png_header_only, product, save
 
