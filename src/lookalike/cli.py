@@ -200,7 +200,7 @@ def search(
     route: Annotated[str, typer.Option(help="auto: search within the predicted category; none: globally")] = "auto",
 ) -> None:
     """Search the catalogue with a photo."""
-    from lookalike.catalogue.images import load_image
+    from lookalike.imaging import load_image
     from lookalike.recommender import Recommender
 
     rec = Recommender.open(workspace)
@@ -244,6 +244,38 @@ def evaluate(
     except (ValueError, FileNotFoundError) as e:
         raise typer.BadParameter(str(e)) from e
     typer.echo(rep.summary())  # plain echo: rich would wrap the long figure lines
+
+
+@app.command("evaluate-photos")
+def evaluate_photos(
+    workspace: WsArg,
+    photos_dir: Annotated[Path, typer.Argument(help="folder with queries.csv (path,label,expected_articleTypes)"
+                                                    " and the photos it lists")],
+    k: Annotated[int, typer.Option("--k", "-k", help="results scored per photo")] = 10,
+    route: Annotated[str, typer.Option(help="route modes, comma-separated: auto (within the predicted "
+                                            "category), none (globally)")] = "auto,none",
+    limit: Annotated[int | None, typer.Option(help="only the first N usable photos")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default WS/reports/photos)")] = None,
+) -> None:
+    """Score photo search on shopper photos (P@k, category accuracy, routing, latency) into photos.json + .html."""
+    from lookalike.evaluate.photos import evaluate_photos as run
+
+    try:
+        res = run(workspace, photos_dir, k=k, routes=route, limit=limit, out=out)
+    except (ValueError, FileNotFoundError) as e:
+        raise typer.BadParameter(str(e)) from e
+    t = Table(title=f"{res['counts']['evaluated']} photos, encoder {res['encoder']}")
+    for col in ("route", f"P@{k}", "category accuracy", "routed", "p50 ms"):
+        t.add_column(col)
+    for name, s in res["results"].items():
+        acc, p50 = s["category_accuracy"], s["latency"]["p50_ms"]
+        t.add_row(name, f"{s[f'P@{k}']:.3f}", "n/a" if acc is None else f"{acc:.3f}", f"{s['routed_share']:.0%}",
+                  f"{p50:.1f}")
+    console.print(t)
+    c = res["counts"]
+    typer.echo(f"skipped    {c['skipped_rows']} rows, {c['skipped_photos']} photos")
+    typer.echo(f"report     {res['report']['html']}")  # plain echo: rich would wrap a long path
+    typer.echo(f"metrics    {res['report']['json']}")
 
 
 @app.command()
