@@ -1,14 +1,15 @@
 """API throughput and latency on loopback: similar-by-id against a bare FastAPI endpoint, and photo search.
 
-    python benchmarks/bench_api.py --workspace WS [--duration 10] [--connections 32] [--workers 1 2]
+    python benchmarks/bench_api.py --workspace WS [--duration 10] [--connections 4 32] [--workers 1 2]
 
 Starts, on 127.0.0.1 only:
   * a bare FastAPI app whose one route returns a constant (the framework's own ceiling), and
   * ``lookalike serve WS`` with 1 (then 2) uvicorn workers,
 then drives ``GET /api/products/{random id}/similar?k=10`` and the bare route from a second process with
 Debian's ``wrk`` (a Lua script rotates the ids; falls back to an async httpx client when wrk is missing,
-which then is the bottleneck), for ``--duration`` seconds each. Photo search is measured with sequential
-``POST /api/search`` requests carrying real catalogue images. Prints a table; asserts nothing.
+which then is the bottleneck), for ``--duration`` seconds each, at each ``--connections`` count: few
+connections show the latency of a lightly loaded server, many show its throughput ceiling. Photo search is
+measured with sequential ``POST /api/search`` requests carrying real catalogue images. Prints a table; asserts nothing.
 """
 from __future__ import annotations
 
@@ -183,7 +184,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workspace", type=Path)
     ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--connections", type=int, nargs="+", default=[4, 32])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--search-requests", type=int, default=100)
     ap.add_argument("--search-workspace", type=Path,
@@ -200,7 +201,7 @@ def main() -> None:
         return
     if args.httpx_load:
         ids = args.ids_file.read_text().split()
-        print(asyncio.run(_httpx_load(args.httpx_load, ids, args.duration, args.connections)))
+        print(asyncio.run(_httpx_load(args.httpx_load, ids, args.duration, args.connections[0])))
         return
     if args.workspace is None or not (args.workspace / "build.json").exists():
         ap.error("--workspace must be a built workspace (run `lookalike build` first)")
@@ -216,7 +217,7 @@ def main() -> None:
     ids_file = tmp / "ids.txt"
     ids_file.write_text("\n".join(ids) + "\n")
     encoder_name = Workspace(ws).read(Workspace(ws).build_json)["encoder"]
-    log.info("%d products; load generator: %s; %s s per run, %d connections", len(all_ids),
+    log.info("%d products; load generator: %s; %s s per run, connections %s", len(all_ids),
              "wrk" if shutil.which("wrk") else "httpx (second process; it limits the figures)", args.duration,
              args.connections)
 
@@ -225,16 +226,18 @@ def main() -> None:
     logfile = tmp / "servers.log"
     bare = start([sys.executable, __file__, "--bare-server", str(port)], f"http://127.0.0.1:{port}/docs", 60, logfile)
     try:
-        rows.append(("bare FastAPI constant, 1 worker", load(f"http://127.0.0.1:{port}", ids, ids_file,
-                                                              args.duration, args.connections)))
+        for c in args.connections:
+            rows.append((f"bare FastAPI constant, 1 worker, c={c}", load(f"http://127.0.0.1:{port}", ids, ids_file,
+                                                                         args.duration, c)))
     finally:
         stop(bare)
     for workers in args.workers:
         port = free_port()
         proc = start_service(ws, port, workers, args.startup_timeout, logfile)
         try:
-            rows.append((f"similar-by-id k=10, {workers} worker(s)", load(f"http://127.0.0.1:{port}", ids, ids_file,
-                                                                         args.duration, args.connections)))
+            for c in args.connections:
+                rows.append((f"similar-by-id k=10, {workers} worker(s), c={c}",
+                             load(f"http://127.0.0.1:{port}", ids, ids_file, args.duration, c)))
         finally:
             stop(proc)
     search_ws = (args.search_workspace or ws).resolve()
@@ -246,13 +249,14 @@ def main() -> None:
     finally:
         stop(proc)
 
-    base = rows[0][1]["rps"]
-    print(f"\n{len(all_ids)} products, encoder {encoder_name}, "
-          f"{args.duration:g}s x {args.connections} connections per run, loopback")
-    print(f"{'endpoint':<38}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}{'non-2xx':>9}")
+    bare = {name.rsplit("c=", 1)[1]: r["rps"] for name, r in rows if name.startswith("bare")}
+    print(f"\n{len(all_ids)} products, encoder {encoder_name}, {args.duration:g}s per run, loopback; "
+          "vs bare: against the bare route at the same connection count")
+    print(f"{'endpoint':<46}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}{'non-2xx':>9}")
     for name, r in rows:
-        print(f"{name:<38}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['rps'] / base:>9.2f}{r['non2xx']:>9}")
-    print(f"{'photo search (sequential, 1 worker)':<38}{1e3 / search['p50']:>10.0f}{search['p50']:>9.2f}"
+        ratio = r["rps"] / bare[name.rsplit("c=", 1)[1]]
+        print(f"{name:<46}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{ratio:>9.2f}{r['non2xx']:>9}")
+    print(f"{'photo search (sequential, 1 worker)':<46}{1e3 / search['p50']:>10.0f}{search['p50']:>9.2f}"
           f"{search['p99']:>9.2f}{'':>9}{'':>9}   ({search['n']} requests, encoder {search_encoder}, "
           f"{search['products']} products)")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -97,6 +97,10 @@ def train(
     seed: int = 0,
     neck_hidden: Annotated[int, typer.Option(help="hidden layer width before the embedding (0: none)")] = 0,
     mirror_features: Annotated[bool, typer.Option(help="frozen backbone: also cache mirrored photos")] = True,
+    domain_views: Annotated[int, typer.Option(help="frozen backbone: also cache N shopper-like re-stagings of "
+                                                   "each photo (cut out, composited, tilted, relit)")] = 0,
+    backgrounds: Annotated[Path | None, typer.Option(help="folder of room photos to composite products on "
+                                                          "(e.g. the IKEA dataset folder)")] = None,
 ) -> None:
     """Train an encoder on the catalogue's own photos; use it as `--encoder trained:WS`."""
     from lookalike.training import train as run
@@ -105,7 +109,8 @@ def train(
         res = run(source, workspace, label=None if label.lower() == "none" else label, recipe=recipe,
                   backbone=backbone, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
                   min_count=min_count, freeze=freeze, seed=seed, resume=resume, limit=limit, name=name,
-                  neck_hidden=neck_hidden, feature_mirror=mirror_features)
+                  neck_hidden=neck_hidden, feature_mirror=mirror_features, domain_views=domain_views,
+                  backgrounds=backgrounds)
     except ValueError as e:  # a bad option or unusable data: say what to change, no traceback
         raise typer.BadParameter(str(e)) from e
     rep = res.report

@@ -136,3 +136,33 @@ def test_frozen_pretrained_backbone_learns_and_exports(shapes_catalogue: Path, t
     assert any("backbone features from" in m for m in caplog.messages)
     assert mlp.report["val_top1"] >= 0.75
     assert json.loads((mlp.model_dir / "training.json").read_text())["model"]["arch"] == {"neck_hidden": 64}
+
+
+def test_shopper_views_are_cached_trained_on_and_measured(shapes_catalogue: Path, tmp_path: Path) -> None:
+    """domain_views: each photo also re-staged as a phone photo (on generated backgrounds and a tiny room
+    bank), features of every view cached; the head learns from all views and is scored on the re-staged
+    held-out photos too."""
+    import numpy as np
+    from PIL import Image
+
+    rooms = tmp_path / "rooms"
+    rooms.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(rooms / f"r{i}.jpg")
+    r = train(shapes_catalogue, tmp_path / "ws", label="category", backbone="timm:tf_efficientnet_lite0",
+              epochs=6, min_count=5, feature_mirror=False, domain_views=2, backgrounds=rooms,
+              domain={"p_jpeg": 0.0}, name="shopper", **FAST)
+    meta = json.loads((r.model_dir / "training.json").read_text())
+    cfg = meta["config"]
+    assert cfg["domain_views"] == 2 and cfg["domain"]["p_jpeg"] == 0.0 and cfg["backgrounds"] == str(rooms)
+    cached = list((tmp_path / "ws" / "cache").glob("features-*-plain-shopper2-*.npy"))
+    assert len(cached) == 1 and np.load(cached[0]).shape[1] == 3  # the photo + 2 shopper-like views
+    last = meta["epochs"][-1]
+    assert 0.0 <= last["val_acc_shopper_like"] <= 1.0
+    assert r.report["val_top1"] >= 0.75  # the studio photos still classify (chance 0.25)
+    with pytest.raises(ValueError, match="unknown domain settings"):
+        train(shapes_catalogue, tmp_path / "ws", label="category", backbone="timm:tf_efficientnet_lite0",
+              domain_views=1, domain={"sparkle": 1.0}, **FAST)
+    with pytest.raises(ValueError, match="frozen pretrained backbone"):
+        train(shapes_catalogue, tmp_path / "ws", label="category", domain_views=1, **FAST)

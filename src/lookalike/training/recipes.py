@@ -112,14 +112,17 @@ class ClassifierRecipe(_Recipe):
 
 
 class FrozenClassifierRecipe(ClassifierRecipe):
-    """The classifier on a frozen pretrained backbone: its features are computed once (photo and mirror
-    image), then only the embedding layer and the head train, from RAM."""
+    """The classifier on a frozen pretrained backbone: its features are computed once per cached view (the
+    photo, its mirror image, shopper-like re-stagings from ``domain_from`` on), then only the embedding layer
+    and the head train, from RAM, each step on a random view of each photo."""
 
     def __init__(self, model: EmbeddingNet, features: np.ndarray, pre: PreprocessCfg, val_idx: np.ndarray,
-                 eval_labels: np.ndarray | None, targets: np.ndarray, label_smoothing: float = 0.1) -> None:
+                 eval_labels: np.ndarray | None, targets: np.ndarray, label_smoothing: float = 0.1,
+                 domain_from: int | None = None) -> None:
         super().__init__(model, np.zeros((0, 1, 1, 3), np.uint8), pre, val_idx, AugmentCfg.none(), eval_labels,
                          targets, label_smoothing)
-        self.features = torch.from_numpy(features)  # (n, 2, F): the photo and its mirror image
+        self.features = torch.from_numpy(features)  # (n, views, F)
+        self.domain_from = domain_from
         for p in model.backbone.parameters():
             p.requires_grad_(False)
 
@@ -128,16 +131,23 @@ class FrozenClassifierRecipe(ClassifierRecipe):
         self.model.backbone.eval()  # frozen BatchNorm statistics too
 
     def train_step(self, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-        # a random view: the photo or, when cached, its mirror image
-        flip = (torch.rand(len(idx), generator=gen) < 0.5).long() * (self.features.shape[1] - 1)
-        x = self.features[torch.from_numpy(idx), flip].float()
+        view = torch.randint(0, self.features.shape[1], (len(idx),), generator=gen)
+        x = self.features[torch.from_numpy(idx), view].float()
         return self.loss(self.model.neck(x), self.targets[idx])
 
-    def evaluate(self) -> dict[str, float]:
-        e = self.model.neck(self.features[torch.from_numpy(self.val_idx), 0].float()).float()
+    def _scores(self, view: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        e = self.model.neck(self.features[torch.from_numpy(self.val_idx), view].float()).float()
         y = self.targets[self.val_idx]
         acc = float((self.model.head(e).argmax(1) == y).float().mean()) if len(y) else float("nan")
-        return {"val_loss": self.loss(e, y).item(), "val_acc": acc, **self._p10(F.normalize(e, dim=1))}
+        return e, y, acc
+
+    def evaluate(self) -> dict[str, float]:
+        e, y, acc = self._scores(0)
+        out = {"val_loss": self.loss(e, y).item(), "val_acc": acc, **self._p10(F.normalize(e, dim=1))}
+        if self.domain_from is not None:
+            # held-out products re-staged as phone photos: the studio-to-shopper gap, without shopper photos
+            out["val_acc_shopper_like"] = self._scores(self.domain_from)[2]
+        return out
 
 
 class AutoencoderRecipe(_Recipe):

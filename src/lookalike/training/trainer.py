@@ -83,6 +83,9 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=dict)
     feature_mirror: bool = True  # frozen backbone: also cache each photo's mirror image (2x the feature time)
     neck_hidden: int = 0  # > 0: a hidden layer of that width before the embedding (helps on frozen features)
+    domain_views: int = 0  # frozen backbone: also cache this many shopper-like views per photo (training/domain.py)
+    domain: dict[str, Any] = field(default_factory=dict)  # the DomainCfg of those views
+    backgrounds: str | None = None  # folder of room photos composited behind products in those views
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -122,40 +125,86 @@ def image_shape(paths: list[Path], long_side: int, probe: int = 200) -> tuple[in
     return (long_side, short) if r <= 1 else (short, long_side)
 
 
+@dataclass
+class Views:
+    """Which views of each photo the frozen features hold: the photo, its mirror image, shopper-like views."""
+
+    mirror: bool = True
+    domain: int = 0
+    domain_cfg: dict[str, Any] = field(default_factory=dict)
+    backgrounds: str | None = None
+    seed: int = 0
+
+    @property
+    def count(self) -> int:
+        return 1 + int(self.mirror) + self.domain
+
+    def slug(self) -> str:
+        base = "mirror" if self.mirror else "plain"
+        if not self.domain:
+            return base
+        digest = hashlib.sha256(json.dumps([self.domain_cfg, self.backgrounds, self.seed], sort_keys=True)
+                                .encode()).hexdigest()[:8]
+        return f"{base}-shopper{self.domain}-{digest}"
+
+
+def background_bank(folder: str | None) -> torch.Tensor | None:
+    """Room photos to composite products on: the IKEA dataset's room scenes, or every image in ``folder``."""
+    if not folder:
+        return None
+    from lookalike.training.domain import ikea_room_paths, load_background_bank
+
+    root = Path(folder)
+    paths = ikea_room_paths(root) if (root / "images" / "room_scenes").is_dir() else sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+    if not paths:
+        raise ValueError(f"no background images in {root}")
+    return load_background_bank(paths)
+
+
 def _backbone_features(model: torch.nn.Module, pixels: np.ndarray, pre: PreprocessCfg, show_progress: bool,
-                       batch: int = 128, mirror: bool = True) -> np.ndarray:
-    """The frozen backbone's pooled features of every photo and, with ``mirror``, of its mirror image:
-    (n, 2 or 1, F) float16."""
+                       views: Views, batch: int = 128) -> np.ndarray:
+    """The frozen backbone's pooled features of every photo, then (``views``) of its mirror image and of
+    shopper-like re-stagings of it (deterministic per seed): (n, views.count, F) float16."""
     from tqdm.auto import tqdm
 
     from lookalike.training.augment import normalise, to_float
+    from lookalike.training.domain import DomainCfg, ShopperAugment
     from lookalike.training.loop import fast_bf16
 
     bb = model.backbone.eval()
-    out = np.zeros((len(pixels), 2 if mirror else 1, bb.out_dim), np.float16)
+    shopper = ShopperAugment(DomainCfg.from_dict(views.domain_cfg), background_bank(views.backgrounds)) \
+        if views.domain else None
+    out = np.zeros((len(pixels), views.count, bb.out_dim), np.float16)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16()):
         for s in tqdm(range(0, len(pixels), batch), desc="backbone features", disable=not show_progress):
-            x = normalise(to_float(torch.from_numpy(pixels[s:s + batch])), pre)
+            raw = torch.from_numpy(pixels[s:s + batch])
+            x = normalise(to_float(raw), pre)
             out[s:s + batch, 0] = bb(x).float().numpy()
-            if mirror:
+            if views.mirror:
                 out[s:s + batch, 1] = bb(torch.flip(x, dims=[3])).float().numpy()
+            for v in range(views.domain):
+                gen = torch.Generator().manual_seed(views.seed * 1_000_003 + v * 7919 + s)
+                assert shopper is not None
+                out[s:s + batch, 1 + int(views.mirror) + v] = bb(normalise(shopper(raw, gen), pre)).float().numpy()
     return out
 
 
 def _cached_features(ws: Workspace, model: torch.nn.Module, images: D.Images, pre: PreprocessCfg, backbone: str,
-                     source: str | None, mirror: bool, show_progress: bool) -> np.ndarray:
+                     source: str | None, views: Views, show_progress: bool) -> np.ndarray:
     """``_backbone_features``, kept in ``<ws>/cache/`` so that another head on the same frozen backbone (or a
-    re-run) skips the slow part; reused only for the very same products, images, weights and preprocessing."""
+    re-run) skips the slow part; reused only for the very same products, images, weights, preprocessing and
+    views."""
     h, w = pre.size
     slug = backbone.replace(":", "-").replace("/", "-")
-    path = ws.root / "cache" / f"features-{slug}-{h}x{w}-{'mirror' if mirror else 'plain'}.npy"
+    path = ws.root / "cache" / f"features-{slug}-{h}x{w}-{views.slug()}.npy"
     # compared after a JSON round trip, as it is read back (tuples become lists)
     key = json.loads(json.dumps({"ids": images.ids, "hashes": images.hashes, "weights_source": source,
-                                 "preprocess": pre.to_dict()}))
+                                 "preprocess": pre.to_dict(), **({"views": asdict(views)} if views.domain else {})}))
     if path.exists() and ws.read(path.with_suffix(".json")) == key:
         log.info("backbone features from %s", path)
         return np.load(path)
-    out = _backbone_features(model, images.pixels, pre, show_progress, mirror=mirror)
+    out = _backbone_features(model, images.pixels, pre, show_progress, views)
     atomic_write(path, lambda p: save_npy(p, out))
     write_json(path.with_suffix(".json"), key)
     return out
@@ -165,7 +214,8 @@ def train(source: Path, workspace: Path, label: str | None = "articleType", reci
           backbone: str | None = None, epochs: int | None = None, image_size: int | None = None,
           batch_size: int = 128, lr: float | None = None, min_count: int = 20, freeze: bool | None = None,
           seed: int = 0, resume: bool = True, show_progress: bool = True, limit: int | None = None,
-          name: str | None = None, feature_mirror: bool = True, neck_hidden: int = 0) -> TrainResult:
+          name: str | None = None, feature_mirror: bool = True, neck_hidden: int = 0, domain_views: int = 0,
+          domain: dict[str, Any] | None = None, backgrounds: Path | str | None = None) -> TrainResult:
     """Train an encoder on a catalogue's own photos; see the module docstring for what lands where.
 
     ``label``: the category (``"category"`` or its source column, e.g. ``articleType``) or an attribute.
@@ -173,13 +223,16 @@ def train(source: Path, workspace: Path, label: str | None = "articleType", reci
     (default without labels). ``backbone``: ``scratch`` (default) or ``timm:<name>`` with pretrained weights
     resolved offline; ``freeze`` (default True for pretrained backbones) trains only the layers above it,
     from features computed once (``feature_mirror``: also of each mirrored photo, as augmentation).
+    ``domain_views``: with a frozen backbone, also cache that many shopper-like re-stagings of every photo
+    (``training/domain.py``; ``domain`` overrides DomainCfg fields, ``backgrounds`` is a folder of room photos
+    to composite on), so the layers above learn to place phone photos where the studio shots are.
     """
     ceiling = torch.get_num_threads()
     torch.set_num_threads(pick_threads(0, ceiling))
     try:
         return _train(Path(source), Workspace(workspace), label, recipe, backbone, epochs, image_size, batch_size,
                       lr, min_count, freeze, seed, resume, show_progress, limit, name, ceiling, feature_mirror,
-                      neck_hidden)
+                      neck_hidden, domain_views, domain or {}, str(backgrounds) if backgrounds else None)
     finally:
         torch.set_num_threads(ceiling)
 
@@ -187,7 +240,9 @@ def train(source: Path, workspace: Path, label: str | None = "articleType", reci
 def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | None, backbone: str | None,
            epochs: int | None, image_size: int | None, batch_size: int, lr: float | None, min_count: int,
            freeze: bool | None, seed: int, resume: bool, show_progress: bool, limit: int | None,
-           name: str | None, max_threads: int, feature_mirror: bool = True, neck_hidden: int = 0) -> TrainResult:
+           name: str | None, max_threads: int, feature_mirror: bool = True, neck_hidden: int = 0,
+           domain_views: int = 0, domain: dict[str, Any] | None = None, backgrounds: str | None = None
+           ) -> TrainResult:
     t_start = time.perf_counter()
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
@@ -225,7 +280,10 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
                       image_size=shape, batch_size=batch_size,
                       lr=lr or (PRETRAINED_DEFAULTS["lr"] if pretrained else defaults["lr"]), min_count=min_count,
                       freeze=freeze, seed=seed, limit=limit, embed_dim=defaults["embed_dim"], augment=aug.to_dict(),
-                      feature_mirror=feature_mirror, neck_hidden=neck_hidden)
+                      feature_mirror=feature_mirror, neck_hidden=neck_hidden, domain_views=domain_views,
+                      domain=_domain_dict(domain) if domain_views else {}, backgrounds=backgrounds)
+    if domain_views and not freeze:
+        raise ValueError("domain_views needs a frozen pretrained backbone: give --backbone timm:<name>")
     name = name or (f"{recipe}-{label}" if label and recipe == "classifier" else recipe)
     folder = out_ws.models_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -264,9 +322,11 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
     features = None
     if recipe == "classifier" and freeze:
         t1 = time.perf_counter()
-        features = _cached_features(out_ws, model, images, pre, backbone, src, cfg.feature_mirror, show_progress)
+        views = Views(cfg.feature_mirror, cfg.domain_views, cfg.domain, cfg.backgrounds, seed)
+        features = _cached_features(out_ws, model, images, pre, backbone, src, views, show_progress)
         data_seconds += time.perf_counter() - t1
-        rec: Any = FrozenClassifierRecipe(model, features, pre, val_idx, eval_labels, targets, cfg.label_smoothing)
+        rec: Any = FrozenClassifierRecipe(model, features, pre, val_idx, eval_labels, targets, cfg.label_smoothing,
+                                          domain_from=1 + int(cfg.feature_mirror) if cfg.domain_views else None)
     elif recipe == "classifier":
         rec = ClassifierRecipe(model, images.pixels, pre, val_idx, aug, eval_labels, targets, cfg.label_smoothing)
     elif recipe == "autoencoder":
@@ -320,6 +380,17 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
              {k: report.get(k) for k in ("val_top1", "val_top1_top20", "p_at_10")})
     return TrainResult(name, folder, f"trained:{folder}", recipe, state.epoch, state.resumed_from,
                        round(state.seconds + data_seconds, 1), state.history, report)
+
+
+def _domain_dict(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Every DomainCfg field, defaults overridden by ``overrides`` (unknown names are an error)."""
+    from lookalike.training.domain import DomainCfg
+
+    base = DomainCfg().to_dict()
+    unknown = set(overrides or {}) - set(base)
+    if unknown:
+        raise ValueError(f"unknown domain settings {sorted(unknown)}; valid: {', '.join(sorted(base))}")
+    return json.loads(json.dumps(DomainCfg.from_dict({**base, **(overrides or {})}).to_dict()))
 
 
 def _now() -> str:
