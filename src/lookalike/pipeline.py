@@ -207,6 +207,12 @@ def _similar_by_index(ws: Workspace, encoder_name: str, vecs: np.ndarray, k: int
     return scores, idx
 
 
+def filter_attributes(store: Store, ids: list[str]) -> list[dict[str, Any]]:
+    """Per id, what server index backends filter on: the product's attributes and its category."""
+    rows = store.get_products(ids)
+    return [{**rows[i].attributes, "category": rows[i].category} if i in rows else {} for i in ids]
+
+
 def build(catalogue: Path, workspace: Path, encoder: str | None = None, index: str = "auto",
           limit: int | None = None, k: int = 20, same_category: bool = False,
           mapping: ColumnMapping | str | None = None, strict: bool = False, store_url: str | None = None,
@@ -245,7 +251,7 @@ def build(catalogue: Path, workspace: Path, encoder: str | None = None, index: s
     # pgvector keeps the vectors in the store's own database unless told otherwise
     params = {"url": store.url} if index == "pgvector" and store.engine.dialect.name == "postgresql" else None
     _, infos = build_index(vecs, np.arange(len(ids), dtype=np.int64), name=index, path=idx_dir,
-                           max_memory=max_memory, params=params)
+                           max_memory=max_memory, params=params, attributes=filter_attributes(store, ids))
     ws.write(idx_dir / "ids.json", {"ids": ids})
     SimilarityScale.fit(vecs).save(idx_dir / "similarity.json")
     stages["index"] = time.perf_counter() - t

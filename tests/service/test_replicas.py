@@ -95,7 +95,10 @@ def test_two_replicas_serve_each_others_writes_at_once(pg_url: str, tmp_path: Pa
                 if n == 60 or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
-        assert n == 60  # 60 built + n1 - the deleted one
+            # every row, the built ones and n1, carries what the SQL filters match on
+            tagged = conn.execute("SELECT count(*) FROM lookalike_vectors WHERE attrs ? 'category' "
+                                  "AND attrs ? 'colour'").fetchone()[0]
+        assert n == 60 and tagged == 60  # 60 built + n1 - the deleted one
     finally:
         for p in (a, b):
             p.terminate()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,10 @@ def measure(index: Index, vectors: np.ndarray, labels: np.ndarray, sample: int =
 
 def build_index(vectors: np.ndarray, labels: np.ndarray | None = None, name: str = "auto",
                 path: Path | None = None, max_memory: str | int = "4G", params: dict[str, Any] | None = None,
-                recall_sample: int = 1000, k: int = 10, seed: int = 0) -> tuple[Index, dict[str, Any]]:
-    """Build ``name`` ("auto" picks by size and budget) over ``vectors``, measure it, save it under ``path``."""
+                recall_sample: int = 1000, k: int = 10, seed: int = 0,
+                attributes: Sequence[Mapping[str, Any] | None] | None = None) -> tuple[Index, dict[str, Any]]:
+    """Build ``name`` ("auto" picks by size and budget) over ``vectors``, measure it, save it under ``path``.
+    ``attributes`` (one mapping per vector) go into backends that filter on them (``attr_filter``)."""
     t_start = time.perf_counter()
     x = np.asarray(vectors)
     if x.ndim != 2 or len(x) == 0:
@@ -84,7 +87,10 @@ def build_index(vectors: np.ndarray, labels: np.ndarray | None = None, name: str
     spec = resolve_spec(name, n, dim, max_memory, **(params or {}))
     log.info("building %s %s over %d x %d (%s)", spec.backend, spec.params, n, dim, spec.reason)
     index = create_index(spec.backend, dim, **spec.params)
-    index.build(x, lab)
+    if attributes is not None and "attr_filter" in index.capabilities:
+        index.build(x, lab, attributes=attributes)  # type: ignore[call-arg]
+    else:
+        index.build(x, lab)
     built = time.perf_counter() - t_start
     log.info("built %s in %.1fs; measuring recall@%d on %d queries", spec.backend, built, k, min(recall_sample, n))
     t0 = time.perf_counter()

@@ -152,6 +152,12 @@ class IndexSync:
         index = self._loaded()
         ids: list[str | None] = list(self.ws.read(self.dir / "ids.json").get("ids", []))
         where = {pid: lab for lab, pid in enumerate(ids) if pid is not None}
+        attrs: dict[str, dict[str, Any]] = {}
+        if "attr_filter" in index.capabilities:
+            from lookalike.pipeline import filter_attributes
+
+            added = [e.product_id for e in todo if e.op == "add"]
+            attrs = dict(zip(added, filter_attributes(self.store, added)))
         try:
             for e in todo:
                 if e.product_id in where:
@@ -160,7 +166,10 @@ class IndexSync:
                     ids[lab] = None
                 if e.op == "add" and e.vector is not None:
                     lab = len(ids)
-                    index.add(e.vector[None, :], np.asarray([lab], np.int64))
+                    if e.product_id in attrs:
+                        index.add(e.vector[None, :], np.asarray([lab], np.int64), attributes=[attrs[e.product_id]])
+                    else:
+                        index.add(e.vector[None, :], np.asarray([lab], np.int64))
                     ids.append(e.product_id)
                     where[e.product_id] = lab
         except (ValueError, RuntimeError, KeyError) as e:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,31 +163,55 @@ def background_bank(folder: str | None) -> torch.Tensor | None:
     return load_background_bank(paths)
 
 
+def _frozen_forward(bb: torch.nn.Module, size: tuple[int, int], folder: Path) -> Callable[[torch.Tensor], np.ndarray]:
+    """The frozen backbone as a function of a normalised batch: onnxruntime when it exports (2.5x torch on
+    EfficientNet-Lite0 at 96x72: 0.46 against 1.16 s per 128 photos), else torch."""
+    from lookalike.encoders.onnx_runtime import export, session, weights_digest
+    from lookalike.training.loop import fast_bf16
+
+    h, w = size
+    try:
+        path = folder / f"frozen-backbone-{weights_digest(bb)}-{h}x{w}.onnx"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            export(bb, torch.zeros(2, 3, h, w), path, ["features"])
+        sess = session(path)
+        return lambda x: sess.run(None, {"images": x.contiguous().numpy()})[0]
+    except Exception as e:  # noqa: BLE001 - torch computes the same features, only slower
+        log.warning("frozen backbone on torch (no onnxruntime session: %s)", e)
+
+    def run(x: torch.Tensor) -> np.ndarray:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16()):
+            return bb(x).float().numpy()
+
+    return run
+
+
 def _backbone_features(model: torch.nn.Module, pixels: np.ndarray, pre: PreprocessCfg, show_progress: bool,
-                       views: Views, batch: int = 128) -> np.ndarray:
+                       views: Views, folder: Path, batch: int = 128) -> np.ndarray:
     """The frozen backbone's pooled features of every photo, then (``views``) of its mirror image and of
     shopper-like re-stagings of it (deterministic per seed): (n, views.count, F) float16."""
     from tqdm.auto import tqdm
 
     from lookalike.training.augment import normalise, to_float
     from lookalike.training.domain import DomainCfg, ShopperAugment
-    from lookalike.training.loop import fast_bf16
 
     bb = model.backbone.eval()
+    forward = _frozen_forward(bb, pre.size, folder)
     shopper = ShopperAugment(DomainCfg.from_dict(views.domain_cfg), background_bank(views.backgrounds)) \
         if views.domain else None
     out = np.zeros((len(pixels), views.count, bb.out_dim), np.float16)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16()):
+    with torch.no_grad():
         for s in tqdm(range(0, len(pixels), batch), desc="backbone features", disable=not show_progress):
             raw = torch.from_numpy(pixels[s:s + batch])
             x = normalise(to_float(raw), pre)
-            out[s:s + batch, 0] = bb(x).float().numpy()
+            out[s:s + batch, 0] = forward(x)
             if views.mirror:
-                out[s:s + batch, 1] = bb(torch.flip(x, dims=[3])).float().numpy()
+                out[s:s + batch, 1] = forward(torch.flip(x, dims=[3]))
             for v in range(views.domain):
                 gen = torch.Generator().manual_seed(views.seed * 1_000_003 + v * 7919 + s)
                 assert shopper is not None
-                out[s:s + batch, 1 + int(views.mirror) + v] = bb(normalise(shopper(raw, gen), pre)).float().numpy()
+                out[s:s + batch, 1 + int(views.mirror) + v] = forward(normalise(shopper(raw, gen), pre))
     return out
 
 
@@ -204,7 +229,7 @@ def _cached_features(ws: Workspace, model: torch.nn.Module, images: D.Images, pr
     if path.exists() and ws.read(path.with_suffix(".json")) == key:
         log.info("backbone features from %s", path)
         return np.load(path)
-    out = _backbone_features(model, images.pixels, pre, show_progress, views)
+    out = _backbone_features(model, images.pixels, pre, show_progress, views, ws.root / "cache")
     atomic_write(path, lambda p: save_npy(p, out))
     write_json(path.with_suffix(".json"), key)
     return out
