@@ -208,11 +208,19 @@ class Recommender:
         return self._items(picked, np.asarray([found[int(x)] for x in picked], np.float32))
 
     # ---- search by photo / by example -------------------------------------------------------------
+    def route_threshold(self) -> float:
+        """LOOKALIKE_ROUTE_THRESHOLD when set, else the encoder's calibrated one, else the default."""
+        if "route_threshold" not in self.settings.model_fields_set and self._encoder is not None:
+            calibrated = getattr(self._encoder, "route_threshold", None)
+            if calibrated is not None:
+                return float(calibrated)
+        return self.settings.route_threshold
+
     def route(self, predictions: list[tuple[str, float]] | None) -> list[str] | None:
         """Nozama's routing: the top type when confident, the top few when not, everything when unsure."""
         if not predictions:
             return None
-        thr = self.settings.route_threshold
+        thr = self.route_threshold()
         if predictions[0][1] >= thr:
             return [predictions[0][0]]
         top = predictions[: self.settings.route_top_types]

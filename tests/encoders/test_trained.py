@@ -153,12 +153,18 @@ def test_build_and_routed_search_use_the_trained_model(workspace: Path) -> None:
     category the model predicts."""
     from lookalike.pipeline import build
     from lookalike.recommender import Recommender
+    from lookalike.settings import Settings
 
     cat = workspace.parent / "cat" / "catalogue.csv"
     res = build(cat, workspace, encoder=f"trained:{workspace}", k=5, show_progress=False)
     assert res.summary()  # prints without error
     rec = Recommender.open(workspace)
     assert rec.encoder_name == f"trained:{workspace}" and len(rec.ids) == 100
+    # the threshold calibrated at training time routes, unless LOOKALIKE_ROUTE_THRESHOLD says otherwise
+    calibrated = rec.encoder.route_threshold
+    assert calibrated is not None and rec.route_threshold() == calibrated
+    assert Recommender.open(workspace, settings=Settings(workspace=workspace, route_threshold=0.95)
+                            ).route_threshold() == 0.95
     first = rec.ids[0]
     assert len(rec.similar(first, k=5)) == 5
     imgs, truth = _photos(8, seed=11)

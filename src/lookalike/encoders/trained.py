@@ -89,6 +89,8 @@ class TrainedEncoder(Encoder):
         labels = self.meta.get("labels")
         has_head = spec.get("recipe") == "classifier" and bool(labels)
         self.classes: list[str] = list(labels["classes"]) if has_head else []
+        # the route threshold calibrated at training time (training/routing.py), used unless set explicitly
+        self.route_threshold: float | None = (self.meta.get("routing") or {}).get("threshold") if has_head else None
         self._session: Any = None
         self._model: Any = None
         if backend == "onnx":

@@ -388,6 +388,11 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
     report["data_seconds"] = round(data_seconds, 1)
     report["epochs"] = state.epoch
     report["recipe"], report["backbone"], report["weights_source"] = recipe, backbone, src
+    if labels is not None and label in (D.CATEGORY, cat_col):
+        # the model predicts the products' category: photo search routes on it, so calibrate that here
+        report["routing"] = _calibrate(model, emb, logits, raw, val_mask, labels.classes, features,
+                                       1 + int(cfg.feature_mirror) if cfg.domain_views else None, seed)
+        meta["routing"] = {k: report["routing"][k] for k in ("threshold", "top_types", "queries_are")}
     write_json(folder / REPORT_JSON, report)
     plot_curves(state.history, folder / "curves.png", f"{name} ({recipe}, {backbone})")
     meta.update(status="done", finished_at=_now(), epochs=state.history, report=report,
@@ -405,6 +410,29 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
              {k: report.get(k) for k in ("val_top1", "val_top1_top20", "p_at_10")})
     return TrainResult(name, folder, f"trained:{folder}", recipe, state.epoch, state.resumed_from,
                        round(state.seconds + data_seconds, 1), state.history, report)
+
+
+def _calibrate(model: torch.nn.Module, emb: np.ndarray, logits: np.ndarray, raw: list[str | None],
+               val_mask: np.ndarray, classes: list[str], features: np.ndarray | None, domain_from: int | None,
+               seed: int, max_queries: int = 2000) -> dict[str, Any]:
+    """``training.routing.calibrate_routing`` on (a sample of) the held-out products: re-staged as phone
+    photos when such views were cached, else their studio photos."""
+    import torch.nn.functional as F
+
+    from lookalike.training.routing import calibrate_routing
+
+    val = np.flatnonzero(val_mask & np.asarray([x is not None for x in raw]))
+    if len(val) > max_queries:
+        val = np.sort(np.random.default_rng(seed).choice(val, max_queries, replace=False))
+    if features is not None and domain_from is not None:
+        with torch.no_grad():
+            e = model.neck(torch.from_numpy(np.asarray(features[val, domain_from])).float())
+            q_emb, q_logits = F.normalize(e, dim=1).numpy(), model.head(e).float().numpy()
+        source = "held-out products re-staged as phone photos"
+    else:
+        q_emb, q_logits, source = emb[val], logits[val], "held-out studio photos"
+    out = calibrate_routing(emb, raw, q_emb, q_logits, [str(raw[i]) for i in val], val, classes)
+    return {**out, "queries_are": source}
 
 
 def _domain_dict(overrides: dict[str, Any] | None) -> dict[str, Any]:
