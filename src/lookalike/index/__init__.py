@@ -7,7 +7,8 @@ from lookalike.index.base import Index
 from lookalike.registry import Registry
 
 INDEXES: Registry[Index] = Registry("index")
-_PLUGINS = ("lookalike.index.backends", "lookalike.index.pgvector", "lookalike.index.milvus")
+_PLUGINS = ("lookalike.index.backends", "lookalike.index.faiss_backend", "lookalike.index.hnswlib_backend",
+            "lookalike.index.annoy_backend", "lookalike.index.pgvector", "lookalike.index.milvus")
 _loaded = False
 
 
