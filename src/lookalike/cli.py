@@ -101,6 +101,8 @@ def train(
                                                    "each photo (cut out, composited, tilted, relit)")] = 0,
     backgrounds: Annotated[Path | None, typer.Option(help="folder of room photos to composite products on "
                                                           "(e.g. the IKEA dataset folder)")] = None,
+    tune_from: Annotated[int, typer.Option(help="pretrained backbone: cache its first N blocks' output and "
+                                                "train the later blocks too (0: all frozen)")] = 0,
 ) -> None:
     """Train an encoder on the catalogue's own photos; use it as `--encoder trained:WS`."""
     from lookalike.training import train as run
@@ -110,7 +112,7 @@ def train(
                   backbone=backbone, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
                   min_count=min_count, freeze=freeze, seed=seed, resume=resume, limit=limit, name=name,
                   neck_hidden=neck_hidden, feature_mirror=mirror_features, domain_views=domain_views,
-                  backgrounds=backgrounds)
+                  backgrounds=backgrounds, tune_from=tune_from)
     except ValueError as e:  # a bad option or unusable data: say what to change, no traceback
         raise typer.BadParameter(str(e)) from e
     rep = res.report

@@ -166,3 +166,28 @@ def test_shopper_views_are_cached_trained_on_and_measured(shapes_catalogue: Path
               domain_views=1, domain={"sparkle": 1.0}, **FAST)
     with pytest.raises(ValueError, match="frozen pretrained backbone"):
         train(shapes_catalogue, tmp_path / "ws", label="category", domain_views=1, **FAST)
+
+
+def test_late_blocks_fine_tune_from_cached_early_blocks(shapes_catalogue: Path, tmp_path: Path) -> None:
+    """tune_from: the first blocks' output is cached, the later blocks train (their weights move, the early
+    ones do not), and the saved model is the whole network: early + late reproduce it."""
+    import numpy as np
+    import torch
+
+    from lookalike.training.models import TimmBackbone, build_model, load_trained
+
+    r = train(shapes_catalogue, tmp_path / "ws", label="category", backbone="timm:tf_efficientnet_lite0",
+              epochs=4, min_count=5, feature_mirror=False, tune_from=5, name="late", **FAST)
+    assert r.report["val_top1"] >= 0.75  # chance 0.25
+    meta = json.loads((r.model_dir / "training.json").read_text())
+    tuned = load_trained(r.model_dir, meta["model"])
+    start = build_model(meta["model"], pretrained=True)
+    before, after = start.backbone.body, tuned.backbone.body
+    assert torch.equal(before.blocks[4][0].conv_pw.weight, after.blocks[4][0].conv_pw.weight)  # frozen
+    assert not torch.equal(before.blocks[5][0].conv_pw.weight, after.blocks[5][0].conv_pw.weight)  # trained
+    bb: TimmBackbone = tuned.backbone
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(bb.late(bb.early(x, 5), 5), bb(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="tune_from must be between 1 and"):
+        bb.early(x, 7)

@@ -74,6 +74,40 @@ class TimmBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
+    # -- a split at block ``at``, so the early blocks' output can be cached and only the late ones trained --
+    def _check_split(self, at: int) -> None:
+        b = self.body
+        if not all(hasattr(b, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")):
+            raise ValueError(f"fine-tuning late blocks needs an EfficientNet/MobileNet-style timm model "
+                             f"(conv_stem, blocks, conv_head), not {type(b).__name__}")
+        if not 0 < at < len(b.blocks):
+            raise ValueError(f"tune_from must be between 1 and {len(b.blocks) - 1} (the model has "
+                             f"{len(b.blocks)} stages), got {at}")
+
+    def early_modules(self, at: int) -> list[nn.Module]:
+        self._check_split(at)
+        return [self.body.conv_stem, self.body.bn1, *self.body.blocks[:at]]
+
+    def early(self, x: torch.Tensor, at: int) -> torch.Tensor:
+        for m in self.early_modules(at):
+            x = m(x)
+        return x
+
+    def late(self, h: torch.Tensor, at: int) -> torch.Tensor:
+        b = self.body
+        return b.forward_head(b.bn2(b.conv_head(b.blocks[at:](h))))
+
+
+class EarlyBlocks(nn.Module):
+    """The frozen part of a split backbone, as a module of its own (for export to ONNX)."""
+
+    def __init__(self, backbone: TimmBackbone, at: int) -> None:
+        super().__init__()
+        self.parts = nn.Sequential(*backbone.early_modules(at))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.parts(x)
+
 
 # ---- heads ---------------------------------------------------------------------------------------------
 class CosineHead(nn.Module):

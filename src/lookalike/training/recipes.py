@@ -112,31 +112,52 @@ class ClassifierRecipe(_Recipe):
 
 
 class FrozenClassifierRecipe(ClassifierRecipe):
-    """The classifier on a frozen pretrained backbone: its features are computed once per cached view (the
-    photo, its mirror image, shopper-like re-stagings from ``domain_from`` on), then only the embedding layer
-    and the head train, from RAM, each step on a random view of each photo."""
+    """The classifier on a pretrained backbone whose lower part is frozen and computed once per cached view
+    (the photo, its mirror image, shopper-like re-stagings from ``domain_from`` on). With ``tune_from`` = 0 the
+    whole backbone is frozen and the cache holds its pooled features: only the neck and the head train. With
+    ``tune_from`` = k the cache holds the output of its first k blocks, and blocks k.. train too (at
+    ``late_lr``), from RAM. Each step sees a random view of each photo."""
 
     def __init__(self, model: EmbeddingNet, features: np.ndarray, pre: PreprocessCfg, val_idx: np.ndarray,
                  eval_labels: np.ndarray | None, targets: np.ndarray, label_smoothing: float = 0.1,
-                 domain_from: int | None = None) -> None:
+                 domain_from: int | None = None, tune_from: int = 0, late_lr: float | None = None) -> None:
         super().__init__(model, np.zeros((0, 1, 1, 3), np.uint8), pre, val_idx, AugmentCfg.none(), eval_labels,
                          targets, label_smoothing)
-        self.features = torch.from_numpy(features)  # (n, views, F)
-        self.domain_from = domain_from
-        for p in model.backbone.parameters():
-            p.requires_grad_(False)
+        self.features = torch.from_numpy(features)  # (n, views, F) or (n, views, C, h, w)
+        self.domain_from, self.tune_from, self.late_lr = domain_from, tune_from, late_lr
+        bb = model.backbone
+        self.frozen = bb.early_modules(tune_from) if tune_from else [bb]
+        for m in self.frozen:
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+    def above(self, x: torch.Tensor) -> torch.Tensor:
+        """Cached inputs -> the embedding (before normalisation)."""
+        if self.tune_from:
+            x = self.model.backbone.late(x, self.tune_from)
+        return self.model.neck(x)
+
+    def parameters(self) -> list[dict[str, Any]]:
+        if not self.tune_from:
+            return super().parameters()
+        late = [p for p in self.model.backbone.parameters() if p.requires_grad]
+        rest = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+        return [{"params": late, **({"lr": self.late_lr} if self.late_lr else {})}, {"params": rest}]
 
     def set_train(self) -> None:
         self.model.train()
-        self.model.backbone.eval()  # frozen BatchNorm statistics too
+        for m in self.frozen:
+            m.eval()  # frozen BatchNorm statistics too
 
     def train_step(self, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
         view = torch.randint(0, self.features.shape[1], (len(idx),), generator=gen)
         x = self.features[torch.from_numpy(idx), view].float()
-        return self.loss(self.model.neck(x), self.targets[idx])
+        return self.loss(self.above(x), self.targets[idx])
 
     def _scores(self, view: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-        e = self.model.neck(self.features[torch.from_numpy(self.val_idx), view].float()).float()
+        rows = torch.from_numpy(self.val_idx)
+        e = torch.cat([self.above(self.features[rows[s:s + EVAL_BATCH], view].float()).float()
+                       for s in range(0, len(rows), EVAL_BATCH)]) if len(rows) else torch.zeros((0, 1))
         y = self.targets[self.val_idx]
         acc = float((self.model.head(e).argmax(1) == y).float().mean()) if len(y) else float("nan")
         return e, y, acc

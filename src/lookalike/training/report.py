@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,16 @@ TOP_CLASSES = 20
 
 @torch.no_grad()
 def embed_all(model: nn.Module, pixels: np.ndarray, pre: PreprocessCfg, batch: int = 256,
-              features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings (n, d) L2-normalised, logits (n, C)) in float32. With ``features`` (a frozen backbone's
-    cached output) only the layers above the backbone run."""
+              features: np.ndarray | None = None, above: Callable[[torch.Tensor], torch.Tensor] | None = None,
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings (n, d) L2-normalised, logits (n, C)) in float32. With ``features`` (the cached output of
+    a frozen backbone, or of its early blocks) only ``above`` (default: the neck) and the head run."""
     model.eval()
     embs, logits = [], []
     n = len(features) if features is not None else len(pixels)
     for s in range(0, n, batch):
         if features is not None:
-            e = model.neck(torch.from_numpy(np.asarray(features[s:s + batch, 0])).float())
+            e = (above or model.neck)(torch.from_numpy(np.asarray(features[s:s + batch, 0])).float())
             lg = model.head(e) if model.head is not None else e.new_zeros((len(e), 0))
             e = F.normalize(e, dim=1)
         else:

@@ -87,6 +87,7 @@ class TrainConfig:
     domain_views: int = 0  # frozen backbone: also cache this many shopper-like views per photo (training/domain.py)
     domain: dict[str, Any] = field(default_factory=dict)  # the DomainCfg of those views
     backgrounds: str | None = None  # folder of room photos composited behind products in those views
+    tune_from: int = 0  # > 0: cache the output of the backbone's first blocks, train the blocks from this one on
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -132,6 +133,7 @@ class Views:
 
     mirror: bool = True
     domain: int = 0
+    at: int = 0  # > 0: the output of the first ``at`` blocks (maps), else the pooled features
     domain_cfg: dict[str, Any] = field(default_factory=dict)
     backgrounds: str | None = None
     seed: int = 0
@@ -140,8 +142,11 @@ class Views:
     def count(self) -> int:
         return 1 + int(self.mirror) + self.domain
 
+    def key(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "at" or v}  # caches from before ``at`` stay valid
+
     def slug(self) -> str:
-        base = "mirror" if self.mirror else "plain"
+        base = ("mirror" if self.mirror else "plain") + (f"-early{self.at}" if self.at else "")
         if not self.domain:
             return base
         digest = hashlib.sha256(json.dumps([self.domain_cfg, self.backgrounds, self.seed], sort_keys=True)
@@ -164,7 +169,7 @@ def background_bank(folder: str | None) -> torch.Tensor | None:
 
 
 def _frozen_forward(bb: torch.nn.Module, size: tuple[int, int], folder: Path) -> Callable[[torch.Tensor], np.ndarray]:
-    """The frozen backbone as a function of a normalised batch: onnxruntime when it exports (2.5x torch on
+    """The frozen part as a function of a normalised batch: onnxruntime when it exports (2.5x torch on
     EfficientNet-Lite0 at 96x72: 0.46 against 1.16 s per 128 photos), else torch."""
     from lookalike.encoders.onnx_runtime import export, session, weights_digest
     from lookalike.training.loop import fast_bf16
@@ -189,18 +194,24 @@ def _frozen_forward(bb: torch.nn.Module, size: tuple[int, int], folder: Path) ->
 
 def _backbone_features(model: torch.nn.Module, pixels: np.ndarray, pre: PreprocessCfg, show_progress: bool,
                        views: Views, folder: Path, batch: int = 128) -> np.ndarray:
-    """The frozen backbone's pooled features of every photo, then (``views``) of its mirror image and of
-    shopper-like re-stagings of it (deterministic per seed): (n, views.count, F) float16."""
+    """The frozen part's output for every photo, then (``views``) for its mirror image and for shopper-like
+    re-stagings of it (deterministic per seed): (n, views.count, F) pooled features, or (n, views.count, C,
+    h, w) maps of the first ``views.at`` blocks; float16."""
     from tqdm.auto import tqdm
 
     from lookalike.training.augment import normalise, to_float
     from lookalike.training.domain import DomainCfg, ShopperAugment
+    from lookalike.training.models import EarlyBlocks
 
     bb = model.backbone.eval()
-    forward = _frozen_forward(bb, pre.size, folder)
+    frozen = EarlyBlocks(bb, views.at).eval() if views.at else bb
+    forward = _frozen_forward(frozen, pre.size, folder)
     shopper = ShopperAugment(DomainCfg.from_dict(views.domain_cfg), background_bank(views.backgrounds)) \
         if views.domain else None
-    out = np.zeros((len(pixels), views.count, bb.out_dim), np.float16)
+    with torch.no_grad():
+        h, w = pre.size
+        shape = forward(torch.zeros(2, 3, h, w)).shape[1:]
+    out = np.zeros((len(pixels), views.count, *shape), np.float16)
     with torch.no_grad():
         for s in tqdm(range(0, len(pixels), batch), desc="backbone features", disable=not show_progress):
             raw = torch.from_numpy(pixels[s:s + batch])
@@ -225,7 +236,7 @@ def _cached_features(ws: Workspace, model: torch.nn.Module, images: D.Images, pr
     path = ws.root / "cache" / f"features-{slug}-{h}x{w}-{views.slug()}.npy"
     # compared after a JSON round trip, as it is read back (tuples become lists)
     key = json.loads(json.dumps({"ids": images.ids, "hashes": images.hashes, "weights_source": source,
-                                 "preprocess": pre.to_dict(), **({"views": asdict(views)} if views.domain else {})}))
+                                 "preprocess": pre.to_dict(), **({"views": views.key()} if views.domain or views.at else {})}))
     if path.exists() and ws.read(path.with_suffix(".json")) == key:
         log.info("backbone features from %s", path)
         return np.load(path)
@@ -240,7 +251,8 @@ def train(source: Path, workspace: Path, label: str | None = "articleType", reci
           batch_size: int = 128, lr: float | None = None, min_count: int = 20, freeze: bool | None = None,
           seed: int = 0, resume: bool = True, show_progress: bool = True, limit: int | None = None,
           name: str | None = None, feature_mirror: bool = True, neck_hidden: int = 0, domain_views: int = 0,
-          domain: dict[str, Any] | None = None, backgrounds: Path | str | None = None) -> TrainResult:
+          domain: dict[str, Any] | None = None, backgrounds: Path | str | None = None,
+          tune_from: int = 0) -> TrainResult:
     """Train an encoder on a catalogue's own photos; see the module docstring for what lands where.
 
     ``label``: the category (``"category"`` or its source column, e.g. ``articleType``) or an attribute.
@@ -251,13 +263,17 @@ def train(source: Path, workspace: Path, label: str | None = "articleType", reci
     ``domain_views``: with a frozen backbone, also cache that many shopper-like re-stagings of every photo
     (``training/domain.py``; ``domain`` overrides DomainCfg fields, ``backgrounds`` is a folder of room photos
     to composite on), so the layers above learn to place phone photos where the studio shots are.
+    ``tune_from`` = k: with a pretrained backbone, cache the output of its first k blocks instead and train
+    the blocks from k on as well (at a tenth of ``lr``), so the late blocks adapt at the cost of the late
+    blocks' forward and backward passes only.
     """
     ceiling = torch.get_num_threads()
     torch.set_num_threads(pick_threads(0, ceiling))
     try:
         return _train(Path(source), Workspace(workspace), label, recipe, backbone, epochs, image_size, batch_size,
                       lr, min_count, freeze, seed, resume, show_progress, limit, name, ceiling, feature_mirror,
-                      neck_hidden, domain_views, domain or {}, str(backgrounds) if backgrounds else None)
+                      neck_hidden, domain_views, domain or {}, str(backgrounds) if backgrounds else None,
+                      tune_from)
     finally:
         torch.set_num_threads(ceiling)
 
@@ -266,8 +282,8 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
            epochs: int | None, image_size: int | None, batch_size: int, lr: float | None, min_count: int,
            freeze: bool | None, seed: int, resume: bool, show_progress: bool, limit: int | None,
            name: str | None, max_threads: int, feature_mirror: bool = True, neck_hidden: int = 0,
-           domain_views: int = 0, domain: dict[str, Any] | None = None, backgrounds: str | None = None
-           ) -> TrainResult:
+           domain_views: int = 0, domain: dict[str, Any] | None = None, backgrounds: str | None = None,
+           tune_from: int = 0) -> TrainResult:
     t_start = time.perf_counter()
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
@@ -306,9 +322,11 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
                       lr=lr or (PRETRAINED_DEFAULTS["lr"] if pretrained else defaults["lr"]), min_count=min_count,
                       freeze=freeze, seed=seed, limit=limit, embed_dim=defaults["embed_dim"], augment=aug.to_dict(),
                       feature_mirror=feature_mirror, neck_hidden=neck_hidden, domain_views=domain_views,
-                      domain=_domain_dict(domain) if domain_views else {}, backgrounds=backgrounds)
-    if domain_views and not freeze:
-        raise ValueError("domain_views needs a frozen pretrained backbone: give --backbone timm:<name>")
+                      domain=_domain_dict(domain) if domain_views else {}, backgrounds=backgrounds,
+                      tune_from=tune_from)
+    if (domain_views or tune_from) and not freeze:
+        raise ValueError("domain_views and tune_from need a frozen pretrained backbone: give --backbone "
+                         "timm:<name> (and not --fine-tune)")
     name = name or (f"{recipe}-{label}" if label and recipe == "classifier" else recipe)
     folder = out_ws.models_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -347,11 +365,12 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
     features = None
     if recipe == "classifier" and freeze:
         t1 = time.perf_counter()
-        views = Views(cfg.feature_mirror, cfg.domain_views, cfg.domain, cfg.backgrounds, seed)
+        views = Views(cfg.feature_mirror, cfg.domain_views, cfg.tune_from, cfg.domain, cfg.backgrounds, seed)
         features = _cached_features(out_ws, model, images, pre, backbone, src, views, show_progress)
         data_seconds += time.perf_counter() - t1
         rec: Any = FrozenClassifierRecipe(model, features, pre, val_idx, eval_labels, targets, cfg.label_smoothing,
-                                          domain_from=1 + int(cfg.feature_mirror) if cfg.domain_views else None)
+                                          domain_from=1 + int(cfg.feature_mirror) if cfg.domain_views else None,
+                                          tune_from=cfg.tune_from, late_lr=cfg.lr * 0.1)
     elif recipe == "classifier":
         rec = ClassifierRecipe(model, images.pixels, pre, val_idx, aug, eval_labels, targets, cfg.label_smoothing)
     elif recipe == "autoencoder":
@@ -381,7 +400,8 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
 
     # ---- report ------------------------------------------------------------------------------------------
     t2 = time.perf_counter()
-    emb, logits = embed_all(model, images.pixels, pre, features=features)
+    emb, logits = embed_all(model, images.pixels, pre, features=features,
+                            above=rec.above if features is not None else None)
     report = quality_report(emb, logits, raw, targets, labels.classes if labels else None, val_mask)
     report["embed_seconds"] = round(time.perf_counter() - t2 - report["report_seconds"], 1)
     report["train_seconds"] = round(state.seconds, 1)
@@ -391,7 +411,8 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
     if labels is not None and label in (D.CATEGORY, cat_col):
         # the model predicts the products' category: photo search routes on it, so calibrate that here
         report["routing"] = _calibrate(model, emb, logits, raw, val_mask, labels.classes, features,
-                                       1 + int(cfg.feature_mirror) if cfg.domain_views else None, seed)
+                                       1 + int(cfg.feature_mirror) if cfg.domain_views else None, seed,
+                                       rec.above if features is not None else None)
         meta["routing"] = {k: report["routing"][k] for k in ("threshold", "top_types", "queries_are")}
     write_json(folder / REPORT_JSON, report)
     plot_curves(state.history, folder / "curves.png", f"{name} ({recipe}, {backbone})")
@@ -414,7 +435,8 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
 
 def _calibrate(model: torch.nn.Module, emb: np.ndarray, logits: np.ndarray, raw: list[str | None],
                val_mask: np.ndarray, classes: list[str], features: np.ndarray | None, domain_from: int | None,
-               seed: int, max_queries: int = 2000) -> dict[str, Any]:
+               seed: int, above: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               max_queries: int = 2000) -> dict[str, Any]:
     """``training.routing.calibrate_routing`` on (a sample of) the held-out products: re-staged as phone
     photos when such views were cached, else their studio photos."""
     import torch.nn.functional as F
@@ -426,7 +448,7 @@ def _calibrate(model: torch.nn.Module, emb: np.ndarray, logits: np.ndarray, raw:
         val = np.sort(np.random.default_rng(seed).choice(val, max_queries, replace=False))
     if features is not None and domain_from is not None:
         with torch.no_grad():
-            e = model.neck(torch.from_numpy(np.asarray(features[val, domain_from])).float())
+            e = (above or model.neck)(torch.from_numpy(np.asarray(features[val, domain_from])).float())
             q_emb, q_logits = F.normalize(e, dim=1).numpy(), model.head(e).float().numpy()
         source = "held-out products re-staged as phone photos"
     else:
