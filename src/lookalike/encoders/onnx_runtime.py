@@ -71,13 +71,20 @@ class PooledFeatures(nn.Module):
         return self.model.forward_head(self.model.forward_features(images), pre_logits=True)
 
 
-def cached_timm_session(model: nn.Module, model_name: str, size: tuple[int, int], folder: Path,
-                        num_threads: int | None = None) -> tuple[Any, Path]:
-    """An onnxruntime session over ``model``'s pooled features, exported into ``folder`` on first use."""
+def cached_session(module: nn.Module, stem: str, size: tuple[int, int], folder: Path,
+                   num_threads: int | None = None) -> tuple[Any, Path]:
+    """An onnxruntime session over ``module`` (one input ``images``, one output), exported into ``folder`` on
+    first use as ``<stem>-<h>x<w>-<weights digest>.onnx``."""
     h, w = size
-    safe = model_name.replace("/", "_").replace(":", "_")
-    path = Path(folder) / f"{safe}-{h}x{w}-{weights_digest(model)}.onnx"
+    safe = stem.replace("/", "_").replace(":", "_")
+    path = Path(folder) / f"{safe}-{h}x{w}-{weights_digest(module)}.onnx"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        export(PooledFeatures(model), torch.zeros(2, 3, h, w), path, ["features"])
+        export(module, torch.zeros(2, 3, h, w), path, ["features"])
     return session(path, num_threads), path
+
+
+def cached_timm_session(model: nn.Module, model_name: str, size: tuple[int, int], folder: Path,
+                        num_threads: int | None = None) -> tuple[Any, Path]:
+    """An onnxruntime session over a timm ``model``'s pooled features."""
+    return cached_session(PooledFeatures(model), model_name, size, folder, num_threads)

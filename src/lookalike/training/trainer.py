@@ -171,16 +171,11 @@ def background_bank(folder: str | None) -> torch.Tensor | None:
 def _frozen_forward(bb: torch.nn.Module, size: tuple[int, int], folder: Path) -> Callable[[torch.Tensor], np.ndarray]:
     """The frozen part as a function of a normalised batch: onnxruntime when it exports (2.5x torch on
     EfficientNet-Lite0 at 96x72: 0.46 against 1.16 s per 128 photos), else torch."""
-    from lookalike.encoders.onnx_runtime import export, session, weights_digest
+    from lookalike.encoders.onnx_runtime import cached_session
     from lookalike.training.loop import fast_bf16
 
-    h, w = size
     try:
-        path = folder / f"frozen-backbone-{weights_digest(bb)}-{h}x{w}.onnx"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            export(bb, torch.zeros(2, 3, h, w), path, ["features"])
-        sess = session(path)
+        sess, _ = cached_session(bb, "frozen", size, folder)
         return lambda x: sess.run(None, {"images": x.contiguous().numpy()})[0]
     except Exception as e:  # noqa: BLE001 - torch computes the same features, only slower
         log.warning("frozen backbone on torch (no onnxruntime session: %s)", e)
