@@ -130,7 +130,7 @@ def test_frozen_pretrained_backbone_learns_and_exports(shapes_catalogue: Path, t
     np.testing.assert_allclose(o_emb, emb.numpy(), atol=1e-4)
     np.testing.assert_allclose(o_logits, logits.numpy(), atol=1e-4)
     # a second head (with a hidden layer) on the same frozen backbone reuses the cached features
-    with caplog.at_level("INFO", logger="lookalike.training.trainer"):
+    with caplog.at_level("INFO", logger="lookalike.training.features"):
         mlp = train(shapes_catalogue, tmp_path / "ws", label="category", backbone="timm:tf_efficientnet_lite0",
                     epochs=8, min_count=5, feature_mirror=False, neck_hidden=64, name="lite0-mlp", **FAST)
     assert any("backbone features from" in m for m in caplog.messages)
