@@ -24,8 +24,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from lookalike.catalogue.ingest import MAX_ID_LENGTH, url_cache_name
@@ -41,6 +40,7 @@ from lookalike.service.routes.search import (
     capped_stream,
     decode_image,
     download_image,
+    read_form,
     too_large,
 )
 from lookalike.service.schemas import ErrorBody, dumps, product_dict
@@ -134,21 +134,6 @@ async def read_json_body(request: Request) -> Any:
         raise HTTPException(422, f"the body is not valid JSON: {e}") from e
 
 
-async def read_product_form(request: Request, settings: Settings) -> FormData:
-    cap = settings.max_upload_bytes + FORM_OVERHEAD
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
-        raise too_large("the request body", cap)
-    parser = MultiPartParser(request.headers, capped_stream(request, cap), max_files=1, max_fields=8)
-    try:
-        return await parser.parse()
-    except BodyTooLarge:
-        raise too_large("the request body", cap) from None
-    except MultiPartException as e:
-        raise HTTPException(422, f"malformed multipart body: {e}. Send a 'product' field (JSON) and an "
-                                 "'image' file") from e
-
-
 async def fetch_image(url: str, settings: Settings) -> bytes:
     if not settings.allow_product_image_urls:
         raise HTTPException(422, "image_url is disabled on this server (LOOKALIKE_ALLOW_PRODUCT_IMAGE_URLS): "
@@ -160,7 +145,8 @@ async def parse_post(request: Request, settings: Settings) -> tuple[ProductIn, b
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     data: bytes | None = None
     if ctype == "multipart/form-data":
-        form = await read_product_form(request, settings)
+        form = await read_form(request, settings, FORM_OVERHEAD, max_fields=8,
+                               hint="Send a 'product' field (JSON) and an 'image' file")
         try:
             raw = form.get("product")
             if not isinstance(raw, str):

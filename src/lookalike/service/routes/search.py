@@ -65,19 +65,23 @@ async def capped_stream(request: Request, cap: int) -> AsyncGenerator[bytes, Non
         yield chunk
 
 
-async def read_form(request: Request, settings: Settings) -> FormData:
-    cap = settings.max_upload_bytes + FORM_OVERHEAD
+SEARCH_FORM_HINT = "Send one file field 'image' and optional k, category, route, filter, exclude, max_per fields"
+
+
+async def read_form(request: Request, settings: Settings, overhead: int = FORM_OVERHEAD, max_fields: int = 64,
+                    hint: str = SEARCH_FORM_HINT) -> FormData:
+    """A multipart body of at most one file, capped at the upload limit plus ``overhead`` for the fields."""
+    cap = settings.max_upload_bytes + overhead
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > cap:  # refuse before reading anything
         raise too_large("the request body", cap)
-    parser = MultiPartParser(request.headers, capped_stream(request, cap), max_files=1, max_fields=64)
+    parser = MultiPartParser(request.headers, capped_stream(request, cap), max_files=1, max_fields=max_fields)
     try:
         return await parser.parse()
     except BodyTooLarge:
         raise too_large("the request body", cap) from None
     except MultiPartException as e:
-        raise HTTPException(422, f"malformed multipart body: {e}. Send one file field 'image' "
-                                 "and optional k, category, route, filter, exclude, max_per fields") from e
+        raise HTTPException(422, f"malformed multipart body: {e}. {hint}") from e
 
 
 async def read_json(request: Request) -> SearchJSON:
