@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from lookalike import __version__
 from lookalike.recommender import Recommender
 from lookalike.service.deps import ServiceState, health_body
+from lookalike.service.fastpath import SimilarFastPath
 from lookalike.service.metrics import Metrics, MetricsMiddleware
 from lookalike.service.routes import events, images, product_writes, products, search, storefront
 from lookalike.service.routes import goes_with as goes_with_routes
@@ -111,7 +112,9 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
                 await anyio.to_thread.run_sync(_load, state)
         yield
 
+    otel = settings.otel
     app = FastAPI(title="lookalike", version=__version__, lifespan=lifespan,
+                  telemetry={"tracing": otel, "metrics": otel, "logs": otel},
                   description="Visually similar products and photo search over a built workspace. "
                               "Every error is JSON {\"detail\": \"...\"} saying what to change.")
     app.state.lookalike = state
@@ -137,6 +140,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     app.include_router(images.router)
     app.include_router(storefront.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.add_middleware(SimilarFastPath, state=state)  # first added, so innermost: key, CORS and metrics apply
     install_security(app, settings)  # inside CORS, so preflight requests never need a key
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
