@@ -7,9 +7,10 @@ Starts, on 127.0.0.1 only:
   * ``lookalike serve WS`` with 1 (then 2) uvicorn workers,
 then drives ``GET /api/products/{random id}/similar?k=10`` and the bare route from a second process with
 Debian's ``wrk`` (a Lua script rotates the ids; falls back to an async httpx client when wrk is missing,
-which then is the bottleneck), for ``--duration`` seconds each, at each ``--connections`` count: few
-connections show the latency of a lightly loaded server, many show its throughput ceiling. Photo search is
-measured with sequential ``POST /api/search`` requests carrying real catalogue images. Prints a table; asserts nothing.
+which then is the bottleneck), for ``--duration`` seconds each after 3 s of unmeasured warm-up per server,
+at each ``--connections`` count: few connections show the latency of a lightly loaded server, many show its
+throughput ceiling. Photo search is measured with sequential ``POST /api/search`` requests carrying real
+catalogue images. Prints a table; asserts nothing.
 """
 from __future__ import annotations
 
@@ -225,7 +226,13 @@ def main() -> None:
     port = free_port()
     logfile = tmp / "servers.log"
     bare = start([sys.executable, __file__, "--bare-server", str(port)], f"http://127.0.0.1:{port}/docs", 60, logfile)
+
+    def warm_up(url: str) -> None:
+        # the first seconds of a fresh process run cold (caches, first touch of every product's rows): not measured
+        load(url, ids, ids_file, 3, max(args.connections))
+
     try:
+        warm_up(f"http://127.0.0.1:{port}")
         for c in args.connections:
             rows.append((f"bare FastAPI constant, 1 worker, c={c}", load(f"http://127.0.0.1:{port}", ids, ids_file,
                                                                          args.duration, c)))
@@ -235,6 +242,7 @@ def main() -> None:
         port = free_port()
         proc = start_service(ws, port, workers, args.startup_timeout, logfile)
         try:
+            warm_up(f"http://127.0.0.1:{port}")
             for c in args.connections:
                 rows.append((f"similar-by-id k=10, {workers} worker(s), c={c}",
                              load(f"http://127.0.0.1:{port}", ids, ids_file, args.duration, c)))

@@ -18,7 +18,7 @@ def fast_path(client: TestClient) -> SimilarFastPath:
 def test_answers_plain_requests_with_the_routes_bytes(client: TestClient, odd_id: str) -> None:
     fp = fast_path(client)
     for pid in ("p0000", "p0031", odd_id):
-        for query in ("", "k=5", "k=3&rerank=none", "k=1&k=7"):
+        for query in ("", "k=5", "k=3&rerank=none", "k=1&k=7", "k=%35", "&k=2&"):
             assert fp.answer(pid, query.encode()) is not None, (pid, query)
             url = f"/api/products/{quote(pid, safe='')}/similar"
             fast = client.get(f"{url}?{query}")

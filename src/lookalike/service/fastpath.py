@@ -12,6 +12,7 @@ and messages live in one place; ``tests/service/test_fastpath.py`` checks both p
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -57,8 +58,12 @@ class SimilarFastPath:
             return None
         k, rerank = state.settings.default_k, "ctr"
         if query:
-            # the route's reading of the query string (Starlette's QueryParams: the last value wins)
-            for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            # the route's reading of the query string (Starlette's QueryParams: the last value wins); without
+            # escapes, a plain split reads it the same and costs a tenth of parse_qsl
+            text = query.decode("latin-1")
+            pairs = (parse_qsl(text, keep_blank_values=True) if "%" in text or "+" in text
+                     else [p.partition("=")[::2] for p in text.split("&") if p])
+            for key, value in pairs:
                 if key == "k" and value.isascii() and value.isdigit():
                     k = int(value)
                 elif key == "rerank" and value in ("ctr", "none"):
@@ -70,8 +75,9 @@ class SimilarFastPath:
         try:
             if state.follower is not None:
                 state.follower.catch_up()
-            with state.metrics.time_stage("similar"):
-                recs = rec.similar(product_id, k=k, rerank=rerank)
+            t0 = time.perf_counter()
+            recs = rec.similar(product_id, k=k, rerank=rerank)
+            state.metrics.observe_stage("similar", time.perf_counter() - t0)
         except UnknownProductError:
             return None
         except Exception:  # the route retries and turns it into the right 503 or a logged 500

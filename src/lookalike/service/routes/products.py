@@ -81,8 +81,9 @@ SIMILAR_PARAMS = {"parameters": [
 async def similar(product_id: str, request: Request) -> Response:
     """Products that look like this one: the precomputed list when it satisfies the query, else a live search.
 
-    The hot path of the service (a product page asks it on every view): parameters are read straight from
-    the query string, because FastAPI's declared-parameter machinery costs more than the lookup itself.
+    The plain form of this request (no parameter but ``k`` and ``rerank``) is answered before it gets here,
+    by ``service/fastpath.py``; this route serves every other form and every error. Parameters are read
+    straight from the query string, because FastAPI's declared-parameter machinery costs more than the lookup.
     """
     state: ServiceState = request.app.state.lookalike
     rec = await get_recommender(request)
