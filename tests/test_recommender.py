@@ -85,3 +85,14 @@ def test_image_path_stays_inside_catalogue(rec: Recommender) -> None:
     assert p is not None and p.is_file()
     assert rec.image_path("../../etc/passwd") is None
     assert np.isfinite(rec.vectors).all()
+
+
+def test_scores_are_rounded_like_round(rec: Recommender) -> None:
+    from lookalike.recommender import _round
+
+    rng = np.random.default_rng(0)
+    for x in rng.uniform(-1, 1, 200).astype(np.float32).tolist():
+        assert _round(x, 1e6) == pytest.approx(round(x, 6), abs=1e-12)  # only exact decimal ties could differ
+    assert _round(float("inf"), 1e6) == float("inf") and _round(float("-inf"), 10.0) == float("-inf")
+    items = rec.similar(rec.ids[0], k=5)
+    assert all(it.score == round(it.score, 6) and it.similarity_pct == round(it.similarity_pct, 1) for it in items)

@@ -136,3 +136,10 @@ def test_load_before_serving(workspace: Path, n_products: int) -> None:
         r = client.get("/health")  # start-up returned only once the workspace was in memory
         assert (r.status_code, r.json()["status"]) == (200, "ok")
         assert r.json()["products"] == n_products
+
+
+def test_otel_setting_reaches_fastapi(make_client) -> None:  # type: ignore[no-untyped-def]
+    # off by default (FastAPI's per-request provider check costs ~5 % of a similar-by-id request); on, it serves too
+    assert make_client().app._telemetry["tracing"] is False
+    on = make_client(otel=True)
+    assert on.app._telemetry["tracing"] is True and on.get("/api/products/p0000/similar").status_code == 200
