@@ -46,9 +46,14 @@ def _bare_share(encoder_name: str, paths: list[Path], batch_size: int, barrier: 
     """One process of the parallel bare run: decode its share untimed, wait for the others, time the encoder.
     Returns (wall, CPU) seconds of the timed part."""
     enc = create_encoder(encoder_name)
-    fn = enc.worker_fn()
     images = [load_image(p) for p in paths]
     barrier.wait()
+    return _encode_decoded(enc, images, batch_size)
+
+
+def _encode_decoded(enc: Any, images: list[Any], batch_size: int) -> tuple[float, float]:
+    """The bare encoder on decoded images, in batches: (wall, CPU) seconds."""
+    fn = enc.worker_fn()
     t, cpu = time.perf_counter(), time.process_time()
     for s in range(0, len(images), batch_size):
         enc._embed(np.stack([fn(im) for im in images[s : s + batch_size]]))
@@ -93,14 +98,9 @@ def embedding_throughput(encoder_name: str, paths: list[Path], batch_size: int, 
     for _ in range(rounds):
         pipe.append(_pipeline_rate(encoder_name, paths, batch_size, workers))
         bare.append(_bare_parallel_rate(encoder_name, paths, batch_size, workers))
-    enc = create_encoder(encoder_name)
     images = [load_image(p) for p in paths[:1000]]  # one process, for the CPU cost per image
-    fn = enc.worker_fn()
-    t, cpu = time.perf_counter(), time.process_time()
-    for s in range(0, len(images), batch_size):
-        enc._embed(np.stack([fn(im) for im in images[s : s + batch_size]]))
-    bare_one = len(images) / (time.perf_counter() - t)
-    cpu_per_img = (time.process_time() - cpu) / len(images)
+    wall, cpu = _encode_decoded(create_encoder(encoder_name), images, batch_size)
+    bare_one, cpu_per_img = len(images) / wall, cpu / len(images)
     cores = len(os.sched_getaffinity(0))
     best_pipe, best_bare = max(r for r, _ in pipe), max(r for r, _ in bare)
     cpu_ratios = sorted(b[1] / p[1] for p, b in zip(pipe, bare))
