@@ -92,7 +92,7 @@ def embedding_throughput(encoder_name: str, paths: list[Path], batch_size: int, 
     """Pipeline and bare rates in alternating rounds. A VM's speed drifts by a third within minutes here, so
     one run of each compares two different machines; the best round of each is the least disturbed one
     (timeit's rule), and the per-round ratios show the spread. The CPU seconds per image of both sides,
-    every process counted, give the pipeline's overhead without most of that drift."""
+    every process counted, show the pipeline's overhead another way (they drift with the VM too)."""
     workers = min(os.cpu_count() or 1, 4)
     pipe, bare = [], []
     for _ in range(rounds):
