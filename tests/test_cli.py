@@ -42,3 +42,14 @@ def test_similar_all_export(ws: Path, tmp_path: Path) -> None:
 def test_unknown_encoder_lists_valid_ones(tiny_catalogue: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["build", str(tiny_catalogue), "--workspace", str(tmp_path), "--encoder", "nope"])
     assert r.exit_code != 0 and "Valid encoders" in str(r.exception)
+
+
+def test_fit_router_says_what_to_fix(ws: Path, tmp_path: Path) -> None:
+    def flat(out: str) -> str:  # rich wraps the message inside a box
+        return " ".join(out.replace("│", " ").split())
+
+    r = runner.invoke(app, ["fit-router", str(tmp_path)])
+    assert r.exit_code == 2 and "not a built workspace" in flat(r.output)
+    # a timm model with no offline weights: the error names what was tried, with no traceback
+    r = runner.invoke(app, ["fit-router", str(ws), "--encoder", "timm:test_efficientnet", "--sample", "40"])
+    assert r.exit_code == 2 and "test_efficientnet" in flat(r.output) and "Traceback" not in r.output

@@ -124,6 +124,32 @@ def train(
     console.print(f"use it     lookalike build CATALOGUE --workspace WS --encoder {res.encoder}")
 
 
+@app.command("fit-router")
+def fit_router(
+    workspace: WsArg,
+    encoder: Annotated[str, typer.Option(help="a timm: encoder with a pretrained ImageNet head")]
+        = "timm:tf_efficientnet_lite0",
+    image_size: Annotated[int, typer.Option(help="input side, px")] = 128,
+    sample: Annotated[int, typer.Option(help="catalogue products to fit on (20% of them held out)")] = 8000,
+    min_count: Annotated[int, typer.Option(help="categories with fewer products in the sample are not routed to")] = 5,
+    c: Annotated[float, typer.Option("--c", help="inverse L2 strength of the logistic regression")] = 0.1,
+    seed: int = 0,
+) -> None:
+    """Fit the photo-search category router: ImageNet logits -> catalogue categories, calibrated on the catalogue."""
+    from lookalike.encoders import WeightsUnavailableError
+    from lookalike.recommend.router import fit_router as run
+
+    try:
+        r = run(workspace, encoder=encoder, image_size=image_size, sample=sample, min_count=min_count, c=c, seed=seed)
+    except (ValueError, FileNotFoundError, WeightsUnavailableError) as e:
+        raise typer.BadParameter(str(e)) from e
+    i = r.info
+    console.print(f"router     {r.encoder_name} at {image_size} px ({i['weights']}), {i['categories']} categories, "
+                  f"{i['products']} products ({i['skipped_images']} images skipped)")
+    console.print(f"held out   {i['held_out']} products: accuracy {i['held_out_accuracy']:.3f}, "
+                  f"route threshold {r.route_threshold:.2f}")
+
+
 @app.command("list-encoders")
 def list_encoders() -> None:
     """The encoder registry."""

@@ -26,6 +26,7 @@ from lookalike.recommend.goes_with import GoesWith, UnknownCategoryError
 from lookalike.recommend.goes_with import create_recipe as create_goes_with_recipe
 from lookalike.recommend.goes_with import default_model as default_goes_with
 from lookalike.recommend.rerank import ClickStats, RerankParams, rerank_order
+from lookalike.recommend.router import CategoryRouter, combine_predictions, load_router
 from lookalike.recommend.similarity_pct import SimilarityScale
 from lookalike.recommend.topk import topk_query
 from lookalike.settings import Settings
@@ -45,6 +46,9 @@ class UnknownProductError(KeyError):
 
     def __str__(self) -> str:
         return f"no product with id {self.product_id!r}"
+
+
+EVERY_CATEGORY = 1 << 30  # as a predictor's ``top``: its whole distribution
 
 
 def _aslist(x: Sequence[Any] | np.ndarray) -> list[Any]:
@@ -96,6 +100,8 @@ class Recommender:
             position_eta=settings.rerank_position_eta))
         self.catalogue_root = Path(workspace.read(workspace.catalogue_json).get("root", workspace.root))
         self._encoder: Encoder | None = None
+        # a fitted category router (recommend/router.py) predicts the category for route=auto when present
+        self.router: CategoryRouter | None = load_router(workspace.root)
         self.index = load_index(workspace.index_dir(encoder_name)) if len(ids) > EXACT_SIMILAR_LIMIT else None
 
     # ---- loading ----------------------------------------------------------------------------------
@@ -128,6 +134,8 @@ class Recommender:
         rec.change_seq = change_seq
         if load_encoder:
             rec.encoder  # noqa: B018 - load the model now, not on the first request
+            if rec.router is not None:
+                rec.router.encoder  # noqa: B018
         rec.feedback.load(store.event_counts())
         log.info("opened %s: %d products, encoder %s, in %.1fs", ws.root, len(ids), enc_name, time.perf_counter() - t0)
         return rec
@@ -227,9 +235,9 @@ class Recommender:
 
     # ---- search by photo / by example -------------------------------------------------------------
     def route_threshold(self) -> float:
-        """LOOKALIKE_ROUTE_THRESHOLD when set, else the encoder's calibrated one, else the default."""
-        if "route_threshold" not in self.settings.model_fields_set and self._encoder is not None:
-            calibrated = getattr(self._encoder, "route_threshold", None)
+        """LOOKALIKE_ROUTE_THRESHOLD when set, else the router's or the encoder's calibrated one, else the default."""
+        if "route_threshold" not in self.settings.model_fields_set:
+            calibrated = getattr(self.router or self._encoder, "route_threshold", None)
             if calibrated is not None:
                 return float(calibrated)
         return self.settings.route_threshold
@@ -246,6 +254,25 @@ class Recommender:
             return [label for label, _ in top]
         return None
 
+    def _encode_and_predict(self, image: Image.Image, want_pred: bool) -> tuple[np.ndarray, list[tuple[str, float]] | None]:
+        """The photo's vector and, for routing, its categories: the encoder's, the router's, or, when there are
+        both, their product (the renormalised geometric mean), which keeps what the two agree on. On the dev photos
+        they fail on different garments (the router on shorts and outerwear, the studio-trained encoder on shoes and
+        long sleeves): 0.29 and 0.37 category accuracy alone, 0.45 together."""
+        enc, top = self.encoder, max(3, self.settings.route_top_types)
+        if not want_pred:
+            return enc.encode([image], show_progress=False, num_workers=0)[0], None
+        want = top if self.router is None else EVERY_CATEGORY  # combining needs whole distributions
+        if hasattr(enc, "encode_and_predict"):
+            vecs, preds = enc.encode_and_predict([image], top=want)
+        else:
+            vecs, preds = enc.encode([image], show_progress=False, num_workers=0), enc.predict_category([image], top=want)
+        own = preds[0] if preds else None
+        if self.router is None:
+            return vecs[0], own
+        routed = self.router.predict([image], top=want)[0]
+        return vecs[0], (combine_predictions(own, routed) if own else routed)[:top]
+
     def search(self, image: Image.Image | np.ndarray, k: int = 10, filters: FilterSpec | None = None,
                category: str | None = None, route: str = "auto") -> SearchResult:
         if route not in ("auto", "none"):
@@ -256,17 +283,7 @@ class Recommender:
         if isinstance(image, np.ndarray):
             q = l2_normalise(image.reshape(1, -1))[0]
         else:
-            enc = self.encoder
-            want_pred = route == "auto" and category is None
-            if want_pred and hasattr(enc, "encode_and_predict"):
-                vecs, preds = enc.encode_and_predict([image], top=max(3, self.settings.route_top_types))
-                predicted = preds[0] if preds else None
-            else:
-                vecs = enc.encode([image], show_progress=False, num_workers=0)
-                if want_pred:
-                    preds = enc.predict_category([image], top=max(3, self.settings.route_top_types))
-                    predicted = preds[0] if preds else None
-            q = vecs[0]
+            q, predicted = self._encode_and_predict(image, route == "auto" and category is None)
         timings["encode"] = time.perf_counter() - t
         t = time.perf_counter()
         spec = filters or FilterSpec()

@@ -105,6 +105,16 @@ class TimmEncoder(Encoder):
             x = self.model.forward_features(self._tensor(batch))
             return self.model.forward_head(x, pre_logits=True).float().cpu().numpy()
 
+    def class_logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw logits of the model's own classifier, (B, num_classes), for stacked ``worker_fn`` outputs.
+        A linear head runs in numpy on the pre-logits, so the onnx session serves this too."""
+        head = self.model.get_classifier()
+        if isinstance(head, torch.nn.Linear):
+            w, b = head.weight.detach().cpu().numpy(), head.bias.detach().cpu().numpy()
+            return np.asarray(self._embed(batch), np.float32) @ w.T + b
+        with torch.inference_mode():
+            return self.model(self._tensor(batch)).float().cpu().numpy()
+
     def predict_imagenet(self, images: Sequence[ImageLike], top: int = 5, batch_size: int = 32
                          ) -> list[list[tuple[int, float]]]:
         """ImageNet (class index, probability) pairs per image, best first; needs pretrained head weights."""
@@ -112,10 +122,8 @@ class TimmEncoder(Encoder):
             raise RuntimeError(f"{self.name} has no pretrained classifier head (weights: {self.weights_source})")
         out: list[list[tuple[int, float]]] = []
         for start in range(0, len(images), batch_size):
-            arr = _prepare(images[start:start + batch_size], self)
-            with torch.inference_mode():
-                probs = self.model(self._tensor(arr)).float().softmax(-1)
-                p, idx = probs.topk(min(top, probs.shape[1]), dim=1)
+            probs = torch.from_numpy(self.class_logits(_prepare(images[start:start + batch_size], self))).softmax(-1)
+            p, idx = probs.topk(min(top, probs.shape[1]), dim=1)
             out += [list(zip(i.tolist(), map(float, q.tolist()))) for i, q in zip(idx, p)]
         return out
 

@@ -254,6 +254,8 @@ def evaluate_photos(workspace: Path, photos_dir: Path, k: int = 10, routes: Sequ
     data: dict[str, Any] = {
         "dataset": str(photos_root), "workspace": str(rec.workspace.root),
         "encoder": rec.build_info.get("encoder", rec.encoder_name), "k": k, "routes": list(route_modes),
+        "category_predictor": (f"router {rec.router.encoder_name} ({len(rec.router.classes)} categories)"
+                               if rec.router else "the encoder"),
         "limit": limit, "seed": seed,
         "relevance": "a result is relevant when its category (articleType) is one of the photo's "
                      "expected_articleTypes; category accuracy: the predicted category is one of them",

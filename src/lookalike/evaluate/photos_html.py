@@ -32,8 +32,8 @@ TEMPLATE = """<!doctype html>
 <style>{{ style }}</style></head><body>
 <h1>Photo search: {{ title }}</h1>
 <p class="note">{{ n_evaluated }} shopper photos from <b>{{ dataset }}</b> searched in <b>{{ workspace }}</b>
-(encoder <b>{{ encoder }}</b>), top-{{ k }} per photo, once per route mode: <i>auto</i> searches within the
-category the encoder predicts when it is confident, <i>none</i> searches the whole catalogue. A result is a hit
+(encoder <b>{{ encoder }}</b>, categories predicted by {{ predictor }}), top-{{ k }} per photo, once per route mode: <i>auto</i> searches within the
+predicted category when the prediction is confident, <i>none</i> searches the whole catalogue. A result is a hit
 when its articleType is one of the photo's expected types. Latency is decode + encode + search of one photo.
 {% if n_skipped %}{{ n_skipped }} rows or photos were skipped (listed at the end).{% endif %}
 Created {{ created_at }}.</p>
@@ -154,7 +154,7 @@ def render_report(data: dict[str, Any], queries: Sequence[PhotoQuery], outcomes:
                            "cells": [_fmt(results[r]["per_label"][lab][pk]) for r in routes], "accuracy": _fmt(acc)})
     context = {
         "title": f"{Path(data['workspace']).name} on {Path(data['dataset']).name}", "dataset": data["dataset"],
-        "workspace": data["workspace"], "encoder": data["encoder"], "k": k, "pk": pk, "routes": routes,
+        "workspace": data["workspace"], "encoder": data["encoder"], "predictor": data.get("category_predictor", "the encoder"), "k": k, "pk": pk, "routes": routes,
         "n_evaluated": data["counts"]["evaluated"], "seed": seed, "style": _style(),
         "n_skipped": data["counts"]["skipped_rows"] + data["counts"]["skipped_photos"],
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "metric_rows": _metric_rows(results, k),

@@ -1,0 +1,96 @@
+"""The photo-search category router: fitting on logits, persistence, and routing inside the Recommender."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.pipeline import build
+from lookalike.recommend.router import (
+    CategoryRouter,
+    combine_predictions,
+    fit_logistic,
+    fit_router,
+    load_router,
+)
+from lookalike.recommender import Recommender
+
+
+def test_router_learns_a_linear_map_and_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (3, 20))
+    y = rng.integers(0, 3, 300)
+    x = centres[y] + rng.normal(0, 1, (300, 20))
+    names = ["Shirts", "Shoes", "Watches"]
+    classes, coef, intercept = fit_logistic(x[:200], [names[i] for i in y[:200]], c=0.1)
+    router = CategoryRouter("timm:test_efficientnet", {"pretrained": False}, classes, coef, intercept, 0.4)
+    preds = router.predict_logits(x[200:], top=2)
+    assert all(len(p) == 2 and p[0][1] >= p[1][1] for p in preds)
+    assert np.mean([p[0][0] == names[i] for p, i in zip(preds, y[200:])]) > 0.95
+    router.save(tmp_path)
+    again = CategoryRouter.load(tmp_path)
+    assert again.classes == classes and again.route_threshold == 0.4
+    assert [p[0][0] for p in again.predict_logits(x[200:])] == [p[0][0] for p in preds]
+    with pytest.raises(FileNotFoundError, match="fit-router"):
+        CategoryRouter.load(tmp_path / "none")
+
+
+@pytest.fixture(scope="module")
+def ws(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws = tmp_path_factory.mktemp("ws-router")
+    build(tiny_catalogue, ws, encoder="color-texture", k=10, show_progress=False)
+    return ws
+
+
+def test_fit_router_then_search_routes_with_it(ws: Path) -> None:
+    assert load_router(ws) is None
+    r = fit_router(ws, encoder="timm:test_efficientnet", image_size=64, sample=120, held_out=0.25,
+                   show_progress=False, pretrained=False)
+    assert sorted(r.classes) == ["circle", "square", "stripe", "triangle"]
+    assert r.info["products"] == 120 and r.info["held_out"] > 0 and 0.05 <= r.route_threshold <= 0.95
+    rec = Recommender.open(ws)
+    assert rec.router is not None and rec.route_threshold() == pytest.approx(r.route_threshold)
+    img = Image.open(rec.image_path("p0007")).convert("RGB")
+    res = rec.search(img, k=4, route="auto")
+    assert res.predicted_category is not None and res.predicted_category[0] in r.classes
+    if res.searched_categories:  # routed: every result is in the categories it searched
+        assert {i.product.category for i in res.items} <= set(res.searched_categories)
+    assert rec.search(img, k=4, route="none").predicted_category is None
+
+
+def test_combined_prediction_keeps_what_both_find_plausible() -> None:
+    a = [("Shirts", 0.6), ("Tshirts", 0.3), ("Backpacks", 0.1)]
+    b = [("Backpacks", 0.7), ("Tshirts", 0.25), ("Shirts", 0.05)]
+    got = combine_predictions(a, b)
+    # each expert's favourite loses to the one both rate: .3*.25 > .1*.7 > .6*.05
+    assert [c for c, _ in got] == ["Tshirts", "Backpacks", "Shirts"]
+    assert sum(p for _, p in got) == pytest.approx(1.0)
+    assert got[0][1] == pytest.approx(np.sqrt(0.3 * 0.25) / sum(np.sqrt(x * y) for x, y in ((0.6, 0.05), (0.3, 0.25),
+                                                                                          (0.1, 0.7))), rel=1e-4)
+    # a category only one expert lists is all but ruled out
+    assert dict(combine_predictions([("Watches", 0.9), ("Shirts", 0.1)], [("Shirts", 1.0)]))["Watches"] < 1e-2
+
+
+class _PredictingEncoder:
+    """The workspace's encoder plus a fixed category distribution, standing in for a trained model's head."""
+
+    def __init__(self, enc: object, dist: list[tuple[str, float]]) -> None:
+        self.enc, self.dist = enc, dist
+
+    def encode_and_predict(self, images: list, top: int = 3) -> tuple[np.ndarray, list]:  # type: ignore[type-arg]
+        return self.enc.encode(images, show_progress=False, num_workers=0), [self.dist[:top]]  # type: ignore[attr-defined]
+
+
+def test_search_combines_the_encoder_and_the_router(ws: Path) -> None:
+    if load_router(ws) is None:
+        fit_router(ws, encoder="timm:test_efficientnet", image_size=64, sample=120, held_out=0.25,
+                   show_progress=False, pretrained=False)
+    rec = Recommender.open(ws)
+    img = Image.open(rec.image_path("p0007")).convert("RGB")
+    assert rec.router is not None
+    routed = rec.router.predict([img], top=10)[0]
+    own = [("triangle", 0.5), ("square", 0.3), ("circle", 0.15), ("stripe", 0.05)]
+    rec._encoder = _PredictingEncoder(rec.encoder, own)  # type: ignore[assignment]
+    res = rec.search(img, k=4, route="auto")
+    best = combine_predictions(own, routed)[0]
+    assert res.predicted_category == pytest.approx(best)
