@@ -31,6 +31,12 @@ def test_router_learns_a_linear_map_and_round_trips(tmp_path: Path) -> None:
     again = CategoryRouter.load(tmp_path)
     assert again.classes == classes and again.route_threshold == 0.4
     assert [p[0][0] for p in again.predict_logits(x[200:])] == [p[0][0] for p in preds]
+    two = y[:200] < 2  # two categories: sklearn's binary form must still give one probability per category
+    classes, coef, intercept = fit_logistic(x[:200][two], [names[i] for i in y[:200][two]], c=0.1)
+    binary = CategoryRouter("timm:test_efficientnet", {}, classes, coef, intercept, 0.5)
+    got = binary.predict_logits(x[200:][y[200:] < 2], top=2)
+    assert all(len(p) == 2 and p[0][1] + p[1][1] == pytest.approx(1.0) for p in got)
+    assert np.mean([p[0][0] == names[i] for p, i in zip(got, y[200:][y[200:] < 2])]) > 0.95
     with pytest.raises(FileNotFoundError, match="fit-router"):
         CategoryRouter.load(tmp_path / "none")
 

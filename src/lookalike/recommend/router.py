@@ -113,7 +113,10 @@ def fit_logistic(x: np.ndarray, labels: list[str], c: float) -> tuple[list[str],
     from sklearn.linear_model import LogisticRegression
 
     model = LogisticRegression(C=c, max_iter=1000).fit(x, labels)
-    return [str(k) for k in model.classes_], model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+    coef, intercept = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+    if len(model.classes_) == 2:  # sklearn keeps one row, the second class's log-odds: make it a 2-way softmax
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    return [str(k) for k in model.classes_], coef, intercept
 
 
 def fit_router(workspace: Path, encoder: str = DEFAULT_ENCODER, image_size: int = DEFAULT_IMAGE_SIZE,
