@@ -207,6 +207,14 @@ def _search(rec: Recommender, img: Image.Image, q: PhotoQuery, k: int, route: st
                    encode_s=res.timings.get("encode", 0.0), search_s=res.timings.get("search", 0.0))
 
 
+def _category_predictor(rec: Recommender) -> str:
+    """What predicted the categories of route=auto (Recommender._encode_and_predict), for the report."""
+    if rec.router is None:
+        return "the encoder"
+    router = f"router {rec.router.encoder_name} ({len(rec.router.classes)} categories)"
+    return router + (" combined with the encoder's own prediction" if getattr(rec.encoder, "classes", None) else "")
+
+
 def evaluate_photos(workspace: Path, photos_dir: Path, k: int = 10, routes: Sequence[str] | str = ROUTES,
                     limit: int | None = None, out: Path | None = None, show_progress: bool = True, seed: int = 0,
                     grid_queries: int = 12, worst_labels: int = 4, per_label: int = 3) -> dict[str, Any]:
@@ -254,8 +262,7 @@ def evaluate_photos(workspace: Path, photos_dir: Path, k: int = 10, routes: Sequ
     data: dict[str, Any] = {
         "dataset": str(photos_root), "workspace": str(rec.workspace.root),
         "encoder": rec.build_info.get("encoder", rec.encoder_name), "k": k, "routes": list(route_modes),
-        "category_predictor": (f"router {rec.router.encoder_name} ({len(rec.router.classes)} categories)"
-                               if rec.router else "the encoder"),
+        "category_predictor": _category_predictor(rec),
         "limit": limit, "seed": seed,
         "relevance": "a result is relevant when its category (articleType) is one of the photo's "
                      "expected_articleTypes; category accuracy: the predicted category is one of them",
