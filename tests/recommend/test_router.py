@@ -8,6 +8,8 @@ from PIL import Image
 from lookalike.pipeline import build
 from lookalike.recommend.router import (
     CategoryRouter,
+    Restager,
+    _sample,
     combine_predictions,
     fit_logistic,
     fit_router,
@@ -54,6 +56,8 @@ def test_fit_router_then_search_routes_with_it(ws: Path) -> None:
                    show_progress=False, pretrained=False)
     assert sorted(r.classes) == ["circle", "square", "stripe", "triangle"]
     assert r.info["products"] == 120 and r.info["held_out"] > 0 and 0.05 <= r.route_threshold <= 0.95
+    assert r.info["shopper_views"] == 1 and r.info["calibrated_on"] == "re-staged held-out products"
+    assert 0.0 <= r.info["held_out_accuracy_restaged"] <= 1.0
     rec = Recommender.open(ws)
     assert rec.router is not None and rec.route_threshold() == pytest.approx(r.route_threshold)
     img = Image.open(rec.image_path("p0007")).convert("RGB")
@@ -62,6 +66,30 @@ def test_fit_router_then_search_routes_with_it(ws: Path) -> None:
     if res.searched_categories:  # routed: every result is in the categories it searched
         assert {i.product.category for i in res.items} <= set(res.searched_categories)
     assert rec.search(img, k=4, route="none").predicted_category is None
+
+
+def test_the_sample_is_topped_up_for_small_categories() -> None:
+    from types import SimpleNamespace
+
+    rows = [SimpleNamespace(category=c) for c in ["Tshirts"] * 990 + ["Blazers"] * 8 + ["Suits"] * 2]
+    got = _sample(rows, 100, min_count=5, per_category=20, rng=np.random.default_rng(0))
+    cats = [rows[i].category for i in got]
+    assert got == sorted(set(got)) and cats.count("Blazers") == 8  # all 8, where 100 random ones hold ~1
+    assert cats.count("Suits") == sum(1 for i in got if i >= 998)  # too few to route to: never topped up
+    assert 100 <= len(got) <= 110
+
+
+def test_restager_takes_studio_shots_off_white_deterministically() -> None:
+    shots = np.full((16, 64, 64, 3), 255, np.uint8)
+    shots[:, 16:48, 20:44] = (200, 30, 30)  # a red product on studio white
+
+    def white(x: np.ndarray) -> float:
+        return float((x.min(axis=3) >= 250).mean())
+
+    a, b = Restager(seed=3)(shots), Restager(seed=3)(shots)
+    assert a.shape == shots.shape and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert white(a) < 0.5 * white(shots)  # most shots now stand on a texture, not on white
+    assert not np.array_equal(a, Restager(seed=4)(shots))
 
 
 def test_combined_prediction_keeps_what_both_find_plausible() -> None:
