@@ -271,7 +271,8 @@ class Recommender:
         if self.router is None:
             return vecs[0], own
         routed = self.router.predict([image], top=want)[0]
-        return vecs[0], (combine_predictions(own, routed) if own else routed)[:top]
+        knows = getattr(enc, "classes", None)  # a trained encoder names these; the rest it lumps into "other"
+        return vecs[0], (combine_predictions(own, routed, set(knows) if knows else None) if own else routed)[:top]
 
     def search(self, image: Image.Image | np.ndarray, k: int = 10, filters: FilterSpec | None = None,
                category: str | None = None, route: str = "auto") -> SearchResult:

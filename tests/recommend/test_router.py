@@ -103,6 +103,14 @@ def test_combined_prediction_keeps_what_both_find_plausible() -> None:
                                                                                           (0.1, 0.7))), rel=1e-4)
     # a category only one expert lists is all but ruled out
     assert dict(combine_predictions([("Watches", 0.9), ("Shirts", 0.1)], [("Shirts", 1.0)]))["Watches"] < 1e-2
+    # an encoder that lumps rare categories into "other" (0.6 here) does not rule out the ones it cannot name:
+    # Blazers and Suits share that 0.6, and Blazers, which the router favours, wins
+    own = [("Shirts", 0.3), ("Tshirts", 0.1)]
+    routed = [("Blazers", 0.7), ("Shirts", 0.2), ("Suits", 0.1)]
+    got = dict(combine_predictions(own, routed, a_knows={"Shirts", "Tshirts", "other"}))
+    assert max(got, key=got.get) == "Blazers"  # sqrt(.3*.7) > sqrt(.3*.2)
+    assert got["Blazers"] / got["Suits"] == pytest.approx(np.sqrt(0.7 / 0.1), rel=1e-3)
+    assert max(dict(combine_predictions(own, routed)), key=dict(combine_predictions(own, routed)).get) == "Shirts"
 
 
 class _PredictingEncoder:

@@ -261,11 +261,20 @@ def fit_router(workspace: Path, encoder: str = DEFAULT_ENCODER, image_size: int 
     return router
 
 
-def combine_predictions(a: list[tuple[str, float]], b: list[tuple[str, float]],
+def combine_predictions(a: list[tuple[str, float]], b: list[tuple[str, float]], a_knows: set[str] | None = None,
                         floor: float = 1e-6) -> list[tuple[str, float]]:
     """Two experts' category distributions -> their renormalised geometric mean, best first. A category only
-    one of them lists gets ``floor`` from the other: both must find it plausible."""
+    one of them lists gets ``floor`` from the other: both must find it plausible.
+
+    ``a_knows``: the categories ``a`` can name at all, when it lumps the rest together (a trained encoder's
+    rare-class "other", whose probability ``a`` leaves out of its list). Then the categories ``b`` lists that
+    ``a`` cannot name share that left-over mass evenly, instead of ``a`` ruling them out: "one of the rare
+    ones" is not "none of these"."""
     da, db = dict(a), dict(b)
+    if a_knows is not None:
+        unnamed = [k for k in db if k not in a_knows]
+        rest = max(0.0, 1.0 - sum(da.values()))
+        da.update({k: rest / len(unnamed) for k in unnamed})
     keys = sorted(da.keys() | db.keys())
     s = np.asarray([0.5 * (np.log(da.get(k, 0.0) + floor) + np.log(db.get(k, 0.0) + floor)) for k in keys])
     p = np.exp(s - s.max())
