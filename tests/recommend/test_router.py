@@ -92,6 +92,17 @@ def test_restager_takes_studio_shots_off_white_deterministically() -> None:
     assert not np.array_equal(a, Restager(seed=4)(shots))
 
 
+def test_fit_router_on_studio_shots_only(ws: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "ws"
+    shutil.copytree(ws, copy)
+    r = fit_router(copy, encoder="timm:test_efficientnet", image_size=64, sample=120, held_out=0.25,
+                   shopper_views=0, show_progress=False, pretrained=False)
+    assert r.info["calibrated_on"] == "held-out studio shots" and r.info["held_out_accuracy_restaged"] is None
+    assert load_router(copy).info["shopper_views"] == 0  # type: ignore[union-attr]
+
+
 def test_combined_prediction_keeps_what_both_find_plausible() -> None:
     a = [("Shirts", 0.6), ("Tshirts", 0.3), ("Backpacks", 0.1)]
     b = [("Backpacks", 0.7), ("Tshirts", 0.25), ("Shirts", 0.05)]

@@ -142,14 +142,15 @@ def shopper_logits(enc: Encoder, images: list[ImageLike], views: int, restage: R
     """Logits of each decodable image as shot (n, L) and of ``views`` re-stagings of it (views, n, L).
     Images are decoded once for all views."""
     _check_head(enc)
-    restage = restage or Restager()
+    if views and restage is None:
+        restage = Restager()
     bad: list[tuple[int, str]] = []
     clean: list[np.ndarray] = []
     staged: list[list[np.ndarray]] = [[] for _ in range(views)]
     for b in _prepared_batches(enc, images, batch_size, show_progress, bad):
         clean.append(enc.class_logits(b))  # type: ignore[attr-defined]
         for v in range(views):
-            staged[v].append(enc.class_logits(restage(b)))  # type: ignore[attr-defined]
+            staged[v].append(enc.class_logits(restage(b)))  # type: ignore[attr-defined,misc]
     if not clean:
         return np.zeros((0, 0), np.float32), np.zeros((views, 0, 0), np.float32), bad
     shot = np.concatenate(clean)
@@ -187,8 +188,8 @@ def _sample(rows: list[Any], sample: int, min_count: int, per_category: int, rng
 
 def fit_router(workspace: Path, encoder: str = DEFAULT_ENCODER, image_size: int = DEFAULT_IMAGE_SIZE,
                sample: int = 8000, min_count: int = 5, per_category: int = 20, c: float = 0.1,
-               held_out: float = 0.2, seed: int = 0, shopper_views: int = 1, backgrounds: Path | None = None, show_progress: bool = True,
-               store_url: str | None = None, **encoder_kwargs: Any) -> CategoryRouter:
+               held_out: float = 0.2, seed: int = 0, shopper_views: int = 1, backgrounds: Path | None = None,
+               show_progress: bool = True, store_url: str | None = None, **encoder_kwargs: Any) -> CategoryRouter:
     """Fit a router on ``sample`` random catalogue products, calibrate it on ``held_out`` of them, save it.
 
     Each training product is seen as shot and in ``shopper_views`` shopper-like re-stagings (composited on
@@ -223,7 +224,7 @@ def fit_router(workspace: Path, encoder: str = DEFAULT_ENCODER, image_size: int 
     if not getattr(enc, "has_trained_head", False):
         log.warning("%s has no pretrained classifier head: the router reads random logits", encoder)
     paths = [resolve_image_path(ws.root, root, p.image) for p in rows]  # type: ignore[arg-type]
-    restage = Restager(backgrounds, seed)
+    restage = Restager(backgrounds, seed) if shopper_views else None
     logits, views, bad = shopper_logits(enc, paths, shopper_views, restage, show_progress=show_progress)
     skipped = {pos for pos, _ in bad}
     kept = [i for i in range(len(rows)) if i not in skipped]
@@ -236,8 +237,8 @@ def fit_router(workspace: Path, encoder: str = DEFAULT_ENCODER, image_size: int 
     router = CategoryRouter(encoder, kwargs, classes, coef, intercept, 0.5, _encoder=enc)
     held = [x for x, t in zip(labels, test) if t]
     # the router's own logits stand in for the search vectors: the workspace's, when its encoder was trained on
-    # the catalogue, have seen these products and would flatter searching within several types (threshold 0.8,
-    # against 0.6 this way, and the trained model's own calibration on its unseen validation split gave 0.15)
+    # the catalogue, have seen these products and flatter searching within several types (0.8 that way on the
+    # fashion catalogue, where the trained model's own calibration, on products it never saw, gave 0.15)
     query = views[0][test] if shopper_views else logits[test]
     calib = calibrate_routing(l2_normalise(logits[train]), y_train, l2_normalise(query), router.scores(query), held,
                               None, classes)
