@@ -154,7 +154,8 @@ def render_report(data: dict[str, Any], queries: Sequence[PhotoQuery], outcomes:
                            "cells": [_fmt(results[r]["per_label"][lab][pk]) for r in routes], "accuracy": _fmt(acc)})
     context = {
         "title": f"{Path(data['workspace']).name} on {Path(data['dataset']).name}", "dataset": data["dataset"],
-        "workspace": data["workspace"], "encoder": data["encoder"], "predictor": data.get("category_predictor", "the encoder"), "k": k, "pk": pk, "routes": routes,
+        "workspace": data["workspace"], "encoder": data["encoder"],
+        "predictor": data.get("category_predictor", "the encoder"), "k": k, "pk": pk, "routes": routes,
         "n_evaluated": data["counts"]["evaluated"], "seed": seed, "style": _style(),
         "n_skipped": data["counts"]["skipped_rows"] + data["counts"]["skipped_photos"],
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "metric_rows": _metric_rows(results, k),
