@@ -53,3 +53,5 @@ def test_fit_router_says_what_to_fix(ws: Path, tmp_path: Path) -> None:
     # a timm model with no offline weights: the error names what was tried, with no traceback
     r = runner.invoke(app, ["fit-router", str(ws), "--encoder", "timm:test_efficientnet", "--sample", "40"])
     assert r.exit_code == 2 and "test_efficientnet" in flat(r.output) and "Traceback" not in r.output
+    r = runner.invoke(app, ["fit-router", str(ws), "--features", "pixels"])
+    assert r.exit_code == 2 and "valid: pooled, logits" in flat(r.output)

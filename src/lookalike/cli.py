@@ -130,28 +130,31 @@ def fit_router(
     encoder: Annotated[str, typer.Option(help="a timm: encoder with a pretrained ImageNet head")]
         = "timm:tf_efficientnet_lite0",
     image_size: Annotated[int, typer.Option(help="input side, px")] = 128,
-    sample: Annotated[int, typer.Option(help="catalogue products to fit on (20% of them held out)")] = 8000,
+    sample: Annotated[int, typer.Option(help="catalogue products to fit on (20% of them held out)")] = 16000,
     min_count: Annotated[int, typer.Option(help="categories with fewer products are not routed to")] = 5,
     per_category: Annotated[int, typer.Option(help="top the random sample up to this many products per category")] = 20,
-    c: Annotated[float, typer.Option("--c", help="inverse L2 strength of the logistic regression")] = 0.1,
+    features: Annotated[str, typer.Option(help="what the router reads: pooled (the encoder's embedding, "
+                                               "standardised) or logits (its 1,000 ImageNet classes)")] = "pooled",
+    c: Annotated[float | None, typer.Option("--c", help="inverse L2 strength of the logistic regression "
+                                                       "(default 0.003 on pooled, 0.1 on logits)")] = None,
     shopper_views: Annotated[int, typer.Option(help="shopper-like re-stagings of each product to fit on too "
                                                     "(cut out, composited, tilted, relit; 0: studio shots only)")] = 1,
     backgrounds: Annotated[Path | None, typer.Option(help="folder of room photos to composite products on "
                                                           "(e.g. the IKEA dataset folder); else generated textures")] = None,
     seed: int = 0,
 ) -> None:
-    """Fit the photo-search category router: ImageNet logits -> catalogue categories, calibrated on the catalogue."""
+    """Fit the photo-search category router: pretrained features -> catalogue categories, calibrated on the catalogue."""
     from lookalike.encoders import WeightsUnavailableError
     from lookalike.recommend.router import fit_router as run
 
     try:
         r = run(workspace, encoder=encoder, image_size=image_size, sample=sample, min_count=min_count, c=c, seed=seed,
-                per_category=per_category, shopper_views=shopper_views, backgrounds=backgrounds)
+                per_category=per_category, shopper_views=shopper_views, backgrounds=backgrounds, features=features)
     except (ValueError, FileNotFoundError, WeightsUnavailableError) as e:
         raise typer.BadParameter(str(e)) from e
     i = r.info
-    console.print(f"router     {r.encoder_name} at {image_size} px ({i['weights']}), {i['categories']} categories, "
-                  f"{i['products']} products ({i['skipped_images']} images skipped)")
+    console.print(f"router     {r.encoder_name} at {image_size} px ({i['weights']}), {r.features} features, "
+                  f"{i['categories']} categories, {i['products']} products ({i['skipped_images']} images skipped)")
     restaged = "" if i["held_out_accuracy_restaged"] is None else \
         f", re-staged {i['held_out_accuracy_restaged']:.3f}"
     console.print(f"held out   {i['held_out']} products: accuracy {i['held_out_accuracy']:.3f}{restaged}, "

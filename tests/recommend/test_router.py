@@ -1,4 +1,5 @@
-"""The photo-search category router: fitting on logits, persistence, and routing inside the Recommender."""
+"""The photo-search category router: fitting on pooled features or logits, persistence, and routing inside the
+Recommender."""
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,6 @@ from lookalike.recommend.router import (
     CategoryRouter,
     Restager,
     _sample,
-    combine_predictions,
     fit_logistic,
     fit_router,
     load_router,
@@ -25,22 +25,38 @@ def test_router_learns_a_linear_map_and_round_trips(tmp_path: Path) -> None:
     x = centres[y] + rng.normal(0, 1, (300, 20))
     names = ["Shirts", "Shoes", "Watches"]
     classes, coef, intercept = fit_logistic(x[:200], [names[i] for i in y[:200]], c=0.1)
-    router = CategoryRouter("timm:test_efficientnet", {"pretrained": False}, classes, coef, intercept, 0.4)
-    preds = router.predict_logits(x[200:], top=2)
+    router = CategoryRouter("timm:test_efficientnet", {"pretrained": False}, classes, coef, intercept, 0.4, "pooled")
+    preds = router.predict_inputs(x[200:], top=2)
     assert all(len(p) == 2 and p[0][1] >= p[1][1] for p in preds)
     assert np.mean([p[0][0] == names[i] for p, i in zip(preds, y[200:])]) > 0.95
     router.save(tmp_path)
     again = CategoryRouter.load(tmp_path)
-    assert again.classes == classes and again.route_threshold == 0.4
-    assert [p[0][0] for p in again.predict_logits(x[200:])] == [p[0][0] for p in preds]
+    assert again.classes == classes and again.route_threshold == 0.4 and again.features == "pooled"
+    assert [p[0][0] for p in again.predict_inputs(x[200:])] == [p[0][0] for p in preds]
     two = y[:200] < 2  # two categories: sklearn's binary form must still give one probability per category
     classes, coef, intercept = fit_logistic(x[:200][two], [names[i] for i in y[:200][two]], c=0.1)
     binary = CategoryRouter("timm:test_efficientnet", {}, classes, coef, intercept, 0.5)
-    got = binary.predict_logits(x[200:][y[200:] < 2], top=2)
+    got = binary.predict_inputs(x[200:][y[200:] < 2], top=2)
     assert all(len(p) == 2 and p[0][1] + p[1][1] == pytest.approx(1.0) for p in got)
     assert np.mean([p[0][0] == names[i] for p, i in zip(got, y[200:][y[200:] < 2])]) > 0.95
     with pytest.raises(FileNotFoundError, match="fit-router"):
         CategoryRouter.load(tmp_path / "none")
+
+
+def test_standardising_is_folded_into_weights_that_act_on_raw_features() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    x = rng.normal(0, 1, (300, 8)) + np.eye(3, 8)[y] * 2
+    x = x * np.array([1e3, 1, 1e-3, 1, 50, 1, 1, 1]) + 7.0  # columns on very different scales, off-centre
+    labels = [str(v) for v in y]
+    classes, coef, intercept = fit_logistic(x, labels, c=0.1, standardise=True)
+    scaler = StandardScaler().fit(x)
+    ref = LogisticRegression(C=0.1, max_iter=2000).fit(scaler.transform(x), labels)
+    assert classes == list(ref.classes_)
+    np.testing.assert_allclose(x @ coef.T + intercept, ref.decision_function(scaler.transform(x)), rtol=1e-4, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +73,7 @@ def test_fit_router_then_search_routes_with_it(ws: Path) -> None:
     assert sorted(r.classes) == ["circle", "square", "stripe", "triangle"]
     assert r.info["products"] == 120 and r.info["held_out"] > 0 and 0.05 <= r.route_threshold <= 0.95
     assert r.info["shopper_views"] == 1 and r.info["calibrated_on"] == "re-staged held-out products"
+    assert r.features == "pooled" and r.coef.shape[1] == r.encoder.dim
     assert 0.0 <= r.info["held_out_accuracy_restaged"] <= 1.0
     rec = Recommender.open(ws)
     assert rec.router is not None and rec.route_threshold() == pytest.approx(r.route_threshold)
@@ -98,30 +115,14 @@ def test_fit_router_on_studio_shots_only(ws: Path, tmp_path: Path) -> None:
     copy = tmp_path / "ws"
     shutil.copytree(ws, copy)
     r = fit_router(copy, encoder="timm:test_efficientnet", image_size=64, sample=120, held_out=0.25,
-                   shopper_views=0, show_progress=False, pretrained=False)
+                   shopper_views=0, features="logits", show_progress=False, pretrained=False)
     assert r.info["calibrated_on"] == "held-out studio shots" and r.info["held_out_accuracy_restaged"] is None
-    assert load_router(copy).info["shopper_views"] == 0  # type: ignore[union-attr]
-
-
-def test_combined_prediction_keeps_what_both_find_plausible() -> None:
-    a = [("Shirts", 0.6), ("Tshirts", 0.3), ("Backpacks", 0.1)]
-    b = [("Backpacks", 0.7), ("Tshirts", 0.25), ("Shirts", 0.05)]
-    got = combine_predictions(a, b)
-    # each expert's favourite loses to the one both rate: .3*.25 > .1*.7 > .6*.05
-    assert [c for c, _ in got] == ["Tshirts", "Backpacks", "Shirts"]
-    assert sum(p for _, p in got) == pytest.approx(1.0)
-    assert got[0][1] == pytest.approx(np.sqrt(0.3 * 0.25) / sum(np.sqrt(x * y) for x, y in ((0.6, 0.05), (0.3, 0.25),
-                                                                                          (0.1, 0.7))), rel=1e-4)
-    # a category only one expert lists is all but ruled out
-    assert dict(combine_predictions([("Watches", 0.9), ("Shirts", 0.1)], [("Shirts", 1.0)]))["Watches"] < 1e-2
-    # an encoder that lumps rare categories into "other" (0.6 here) does not rule out the ones it cannot name:
-    # Blazers and Suits share that 0.6, and Blazers, which the router favours, wins
-    own = [("Shirts", 0.3), ("Tshirts", 0.1)]
-    routed = [("Blazers", 0.7), ("Shirts", 0.2), ("Suits", 0.1)]
-    got = dict(combine_predictions(own, routed, a_knows={"Shirts", "Tshirts", "other"}))
-    assert max(got, key=got.get) == "Blazers"  # sqrt(.3*.7) > sqrt(.3*.2)
-    assert got["Blazers"] / got["Suits"] == pytest.approx(np.sqrt(0.7 / 0.1), rel=1e-3)
-    assert max(dict(combine_predictions(own, routed)), key=dict(combine_predictions(own, routed)).get) == "Shirts"
+    assert r.coef.shape[1] == r.encoder.model.num_classes  # type: ignore[attr-defined]
+    again = load_router(copy)
+    assert again is not None and again.info["shopper_views"] == 0 and again.features == "logits"
+    with pytest.raises(ValueError, match="pooled, logits"):
+        fit_router(copy, encoder="timm:test_efficientnet", image_size=64, sample=120, features="pixels",
+                   show_progress=False, pretrained=False)
 
 
 class _PredictingEncoder:
@@ -130,11 +131,14 @@ class _PredictingEncoder:
     def __init__(self, enc: object, dist: list[tuple[str, float]]) -> None:
         self.enc, self.dist = enc, dist
 
+    def encode(self, images: list, **kwargs: object) -> np.ndarray:  # type: ignore[type-arg]
+        return self.enc.encode(images, **kwargs)  # type: ignore[attr-defined]
+
     def encode_and_predict(self, images: list, top: int = 3) -> tuple[np.ndarray, list]:  # type: ignore[type-arg]
-        return self.enc.encode(images, show_progress=False, num_workers=0), [self.dist[:top]]  # type: ignore[attr-defined]
+        return self.encode(images, show_progress=False, num_workers=0), [self.dist[:top]]
 
 
-def test_search_combines_the_encoder_and_the_router(ws: Path) -> None:
+def test_search_routes_by_the_router_not_the_encoders_own_guess(ws: Path) -> None:
     if load_router(ws) is None:
         fit_router(ws, encoder="timm:test_efficientnet", image_size=64, sample=120, held_out=0.25,
                    show_progress=False, pretrained=False)
@@ -145,5 +149,6 @@ def test_search_combines_the_encoder_and_the_router(ws: Path) -> None:
     own = [("triangle", 0.5), ("square", 0.3), ("circle", 0.15), ("stripe", 0.05)]
     rec._encoder = _PredictingEncoder(rec.encoder, own)  # type: ignore[assignment]
     res = rec.search(img, k=4, route="auto")
-    best = combine_predictions(own, routed)[0]
-    assert res.predicted_category == pytest.approx(best)
+    assert res.predicted_category == pytest.approx(routed[0])
+    rec.router = None  # without a router, the encoder's own guess routes
+    assert rec.search(img, k=4, route="auto").predicted_category == pytest.approx(own[0])

@@ -211,8 +211,7 @@ def _category_predictor(rec: Recommender) -> str:
     """What predicted the categories of route=auto (Recommender._encode_and_predict), for the report."""
     if rec.router is None:
         return "the encoder"
-    router = f"router {rec.router.encoder_name} ({len(rec.router.classes)} categories)"
-    return router + (" combined with the encoder's own prediction" if getattr(rec.encoder, "classes", None) else "")
+    return f"router {rec.router.encoder_name}, {rec.router.features} ({len(rec.router.classes)} categories)"
 
 
 def evaluate_photos(workspace: Path, photos_dir: Path, k: int = 10, routes: Sequence[str] | str = ROUTES,
