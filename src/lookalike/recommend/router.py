@@ -274,8 +274,7 @@ def fit_router(workspace: Path, encoder: str = DEFAULT_ENCODER, image_size: int 
     def accuracy(x: np.ndarray) -> float:
         return float(np.mean([p[0][0] == y for p, y in zip(router.predict_inputs(x, top=1), held)]))
 
-    router.info = {"features": features, "products": len(labels), "skipped_images": len(bad),
-                   "categories": len(classes),
+    router.info = {"products": len(labels), "skipped_images": len(bad), "categories": len(classes),
                    "held_out": len(held), "held_out_accuracy": accuracy(shots[test]),
                    "calibrated_on": "re-staged held-out products" if shopper_views else "held-out studio shots",
                    "held_out_accuracy_restaged": accuracy(views[0][test]) if shopper_views else None,
