@@ -1,6 +1,6 @@
 """The ``trained:`` encoder: torch against onnxruntime on the same batches, and single-photo latency.
 
-    python benchmarks/bench_encoders.py --model WS_OR_MODEL_FOLDER [--n 1024] [--batch 64] [--photos 200]
+    python benchmarks/bench_encoders.py --model WS_OR_MODEL_FOLDER [--n 1024] [--batch 64] [--photos 200] [--tta mirror]
     python benchmarks/bench_encoders.py              # trains a tiny model on generated shapes first
 
 1. Throughput: ``--n`` catalogue images are decoded and resized once; then each backend runs its forward pass
@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--photos", type=int, default=200, help="single photos for the latency test")
     ap.add_argument("--threads", type=int, default=None, help="torch / onnxruntime threads (default: theirs)")
+    ap.add_argument("--tta", choices=("none", "mirror"), help="test-time augmentation (default: the model's own)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -84,11 +85,11 @@ def main() -> None:
         model_dir = tiny_model(Path(tmp.name))
     else:
         model_dir = find_model_dir(args.model)
-    encs = {b: TrainedEncoder(model_dir, backend=b, num_threads=args.threads) for b in ("torch", "onnx")}
+    encs = {b: TrainedEncoder(model_dir, backend=b, num_threads=args.threads, tta=args.tta) for b in ("torch", "onnx")}
     torch_enc = encs["torch"]
     paths = catalogue_images(model_dir, max(args.n, args.photos))
     print(f"model   {model_dir}  ({torch_enc.meta['recipe']}, input {torch_enc.preprocess.size}, dim {torch_enc.dim}, "
-          f"{len(torch_enc.classes)} classes)")
+          f"{len(torch_enc.classes)} classes, tta {torch_enc.tta})")
     print(f"images  {len(paths)} from the training catalogue")
 
     # 1) throughput on identical pre-decoded batches

@@ -103,6 +103,8 @@ def train(
                                                           "(e.g. the IKEA dataset folder)")] = None,
     tune_from: Annotated[int, typer.Option(help="pretrained backbone: cache its first N blocks' output and "
                                                 "train the later blocks too (0: all frozen)")] = 0,
+    tta: Annotated[str, typer.Option(help="test-time augmentation of the trained encoder: none | mirror "
+                                          "(each photo with its mirror image, 2x the encoding cost)")] = "none",
 ) -> None:
     """Train an encoder on the catalogue's own photos; use it as `--encoder trained:WS`."""
     from lookalike.training import train as run
@@ -112,7 +114,7 @@ def train(
                   backbone=backbone, epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr,
                   min_count=min_count, freeze=freeze, seed=seed, resume=resume, limit=limit, name=name,
                   neck_hidden=neck_hidden, feature_mirror=mirror_features, domain_views=domain_views,
-                  backgrounds=backgrounds, tune_from=tune_from)
+                  backgrounds=backgrounds, tune_from=tune_from, tta=tta)
     except ValueError as e:  # a bad option or unusable data: say what to change, no traceback
         raise typer.BadParameter(str(e)) from e
     rep = res.report

@@ -108,6 +108,29 @@ def test_onnx_backend_gives_the_same_numbers(workspace: Path) -> None:
     assert onnx_enc.info()["backend"] == "onnx"
 
 
+def test_mirror_tta_encodes_a_photo_and_its_mirror_image_alike(workspace: Path) -> None:
+    imgs, _ = _photos()
+    flipped = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in imgs]
+    plain = create_encoder(f"trained:{workspace}")
+    assert plain.tta == "none"  # the model folder was trained without it
+    assert np.abs(plain.encode(imgs, show_progress=False) - plain.encode(flipped, show_progress=False)).max() > 1e-2
+    out = {}
+    for backend in ("onnx", "torch"):
+        enc = create_encoder(f"trained:{workspace}", backend=backend, tta="mirror")
+        assert enc.info()["tta"] == "mirror"
+        v, p = enc.encode_and_predict(imgs, top=4)
+        vf, pf = enc.encode_and_predict(flipped, top=4)
+        np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(v, vf, atol=1e-4)
+        for a, b in zip(p, pf):
+            assert [x[0] for x in a] == [x[0] for x in b]
+            assert 0 < sum(x[1] for x in a) <= 1 + 1e-6  # still probabilities: "other" keeps the rest
+        out[backend] = v
+    np.testing.assert_allclose(out["onnx"], out["torch"], atol=1e-4)
+    with pytest.raises(ValueError, match="valid: none, mirror"):
+        create_encoder(f"trained:{workspace}", tta="rotate")
+
+
 def test_model_folder_choice(workspace: Path, tmp_path: Path) -> None:
     folder = find_model_dir(workspace)
     assert folder.parent.name == "models"

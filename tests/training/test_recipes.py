@@ -138,6 +138,26 @@ def test_frozen_pretrained_backbone_learns_and_exports(shapes_catalogue: Path, t
     assert json.loads((mlp.model_dir / "training.json").read_text())["model"]["arch"] == {"neck_hidden": 64}
 
 
+def test_mirror_tta_is_measured_and_travels_with_the_model(shapes_catalogue: Path, tmp_path: Path) -> None:
+    """A finished model re-run with ``tta="mirror"`` is only re-measured (on its cached mirror views), and the
+    ``trained:`` encoder then applies the same augmentation without being told."""
+    from lookalike.encoders import create_encoder
+
+    ws = tmp_path / "ws"
+    kw = dict(label="category", backbone="timm:tf_efficientnet_lite0", epochs=3, min_count=5, name="m", **FAST)
+    plain = train(shapes_catalogue, ws, **kw)
+    mirrored = train(ws, ws, tta="mirror", **kw)
+    assert mirrored.resumed_from == 3 and mirrored.history == plain.history  # no epoch trained again
+    assert (plain.report["tta"], mirrored.report["tta"]) == ("none", "mirror")
+    assert mirrored.report["val_top1"] >= 0.75  # chance is 0.25
+    assert json.loads((mirrored.model_dir / "training.json").read_text())["tta"] == "mirror"
+    assert create_encoder(f"trained:{mirrored.model_dir}").tta == "mirror"
+    with pytest.raises(ValueError, match="valid: none, mirror"):
+        train(ws, ws, tta="rotate", **kw)
+    with pytest.raises(ValueError, match="--mirror-features"):
+        train(shapes_catalogue, ws, **{**kw, "name": "flat"}, feature_mirror=False, tta="mirror")
+
+
 def test_shopper_views_are_cached_trained_on_and_measured(shapes_catalogue: Path, tmp_path: Path) -> None:
     """domain_views: each photo also re-staged as a phone photo (on generated backgrounds and a tiny room
     bank), features of every view cached; the head learns from all views and is scored on the re-staged

@@ -31,6 +31,30 @@ log = logging.getLogger(__name__)
 
 OTHER = "other"
 BACKENDS = ("torch", "onnx")
+TTA_MODES = ("none", "mirror")
+
+
+def check_tta(tta: str) -> str:
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; valid: {', '.join(TTA_MODES)}")
+    return tta
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def merge_views(emb: np.ndarray, flipped_emb: np.ndarray, logits: np.ndarray | None,
+                flipped_logits: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mirror TTA: the mean of the two L2-normalised embeddings, renormalised, and logits whose softmax is
+    the mean of the two views' probabilities (a log of the mean, so every caller keeps reading logits)."""
+    out = l2_normalise(l2_normalise(emb) + l2_normalise(flipped_emb))
+    if logits is None or flipped_logits is None:
+        return out, None
+    p = (softmax(logits) + softmax(flipped_logits)) / 2
+    return out, np.log(np.maximum(p, 1e-30)).astype(np.float32)
 
 
 def _candidates(workspace: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -73,7 +97,7 @@ class TrainedEncoder(Encoder):
     """Loads ``model.pt`` or ``model.onnx`` with the folder's ``training.json``."""
 
     def __init__(self, path: str | Path, backend: str = "onnx", num_threads: int | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, tta: str | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.model_dir = find_model_dir(Path(path))
@@ -86,6 +110,8 @@ class TrainedEncoder(Encoder):
         self.dim = int(spec["embed_dim"])
         self.name = name or f"trained:{path}"
         self.backend = backend
+        # mirror TTA doubles the forward pass; the model folder says whether its report was measured with it
+        self.tta = check_tta(tta or self.meta.get("tta") or "none")
         labels = self.meta.get("labels")
         has_head = spec.get("recipe") == "classifier" and bool(labels)
         self.classes: list[str] = list(labels["classes"]) if has_head else []
@@ -123,6 +149,16 @@ class TrainedEncoder(Encoder):
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 (B, H, W, 3) -> (embeddings (B, dim) L2-normalised, logits (B, classes) or None)."""
         x = normalise_batch(batch, self.preprocess)
+        if self.tta == "mirror":  # both views in one batch: one session run instead of two
+            n = len(x)
+            emb, logits = self._run(np.concatenate([x, np.ascontiguousarray(x[..., ::-1])]))
+            if logits is None:
+                return merge_views(emb[:n], emb[n:], None, None)
+            return merge_views(emb[:n], emb[n:], logits[:n], logits[n:])
+        emb, logits = self._run(x)
+        return l2_normalise(emb), logits
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self._session is not None:
             outs = self._session.run(None, {"images": x})
             emb, logits = outs[0], (outs[1] if len(outs) > 1 else None)
@@ -132,16 +168,14 @@ class TrainedEncoder(Encoder):
             with torch.inference_mode():
                 e, lg = self._model(torch.from_numpy(x))
             emb, logits = e.numpy(), (lg.numpy() if lg.shape[1] else None)
-        return l2_normalise(emb), (logits if self.classes else None)
+        return emb, (logits if self.classes else None)
 
     def _embed(self, batch: np.ndarray) -> np.ndarray:
         return self.forward(batch)[0]
 
     # ---- categories --------------------------------------------------------------------------------
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        z = logits - logits.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
+        return softmax(logits)
 
     def top_categories(self, logits: np.ndarray, top: int = 1) -> list[list[tuple[str, float]]]:
         """Per row the ``top`` most probable known categories (never "other") with their probabilities."""
@@ -184,7 +218,7 @@ class TrainedEncoder(Encoder):
 
     def info(self) -> dict[str, Any]:
         rep = self.meta.get("report") or {}
-        return {**super().info(), "model_dir": str(self.model_dir), "backend": self.backend,
+        return {**super().info(), "model_dir": str(self.model_dir), "backend": self.backend, "tta": self.tta,
                 "recipe": self.meta.get("recipe"), "label": self.meta.get("label"), "classes": len(self.classes),
                 "fingerprint": self.meta.get("fingerprint"), "finished_at": self.meta.get("finished_at"),
                 "quality": {k: rep.get(k) for k in ("val_top1", "val_top1_top20", "p_at_10") if k in rep}}
@@ -192,5 +226,6 @@ class TrainedEncoder(Encoder):
 
 @ENCODERS.register("trained", takes_arg=True,
                    help="a model trained on the catalogue: trained:<workspace or models/<name> folder>")
-def trained_encoder(path: str, backend: str = "onnx", num_threads: int | None = None) -> TrainedEncoder:
-    return TrainedEncoder(path, backend=backend, num_threads=num_threads)
+def trained_encoder(path: str, backend: str = "onnx", num_threads: int | None = None,
+                    tta: str | None = None) -> TrainedEncoder:
+    return TrainedEncoder(path, backend=backend, num_threads=num_threads, tta=tta)

@@ -39,19 +39,37 @@ def fast_bf16() -> bool:
     return False
 
 
-def pick_threads(current: int, ceiling: int) -> int:
+def pick_threads(own: float, ceiling: int) -> int:
     """Torch threads for the next epoch: ``LOOKALIKE_TORCH_THREADS`` when set, else as many as the cores
-    other processes leave free (1-minute load average minus our own threads), at least 1.
+    other processes leave free (1-minute load average minus ``own``, the cores this process kept busy
+    lately: see ``OwnLoad``), at least 1.
 
     Why: OpenMP threads that outnumber the free cores spin at every barrier while descheduled; on a shared
     2-core machine one thread trained 10x faster than two while other jobs ran."""
     if os.environ.get("LOOKALIKE_TORCH_THREADS"):
         return max(1, int(os.environ["LOOKALIKE_TORCH_THREADS"]))
     try:
-        others = max(0.0, os.getloadavg()[0] - current)
+        others = max(0.0, os.getloadavg()[0] - own)
     except OSError:  # no load average on this platform
         return ceiling
     return max(1, min(ceiling, (os.cpu_count() or 1) - round(others)))
+
+
+class OwnLoad:
+    """The cores this process kept busy (CPU seconds of all its threads per wall second) since the last
+    reading. The load average counts our own work too: after the feature pass it reads 2 on 2 idle cores, and
+    subtracting only the torch threads of the last epoch (none, before the first) took that for other jobs."""
+
+    def __init__(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> float:
+        wall, cpu = time.perf_counter(), time.process_time()
+        if wall - self._wall < 1.0:  # too short a window to tell: count the load as other processes'
+            return 0.0
+        busy = (cpu - self._cpu) / (wall - self._wall)
+        self._wall, self._cpu = wall, cpu
+        return busy
 
 
 class Recipe(Protocol):
@@ -123,9 +141,10 @@ def make_optimiser(recipe: Recipe, cfg: LoopCfg, steps_per_epoch: int
 
 def fit(recipe: Recipe, train_idx: np.ndarray, cfg: LoopCfg, folder: Path, fingerprint: str,
         on_epoch: Callable[[LoopState], None], resume: bool = True, show_progress: bool = True,
-        max_threads: int | None = None) -> LoopState:
+        max_threads: int | None = None, own_load: OwnLoad | None = None) -> LoopState:
     """Train ``recipe`` for ``cfg.epochs`` epochs over ``train_idx``, resuming from ``folder``'s checkpoint.
-    ``on_epoch`` runs after every saved epoch (it writes training.json)."""
+    ``on_epoch`` runs after every saved epoch (it writes training.json). ``own_load``, started before the
+    data preparation, lets the first epoch's thread count discount that work from the load average."""
     bs = min(cfg.batch_size, len(train_idx))
     # a last batch of one would break BatchNorm; dropping the remainder also keeps the step count fixed
     steps = max(1, len(train_idx) // bs)
@@ -145,17 +164,16 @@ def fit(recipe: Recipe, train_idx: np.ndarray, cfg: LoopCfg, folder: Path, finge
         log.info("resuming %s after epoch %d of %d", folder.name, state.epoch, cfg.epochs)
     amp = fast_bf16()
     ceiling = max_threads or torch.get_num_threads()
-    threads = 0  # nothing running yet: the load average is all other processes
+    own_load = own_load or OwnLoad()
     epochs = tqdm(range(state.epoch, cfg.epochs), desc=f"train {folder.name}", unit="epoch",
                   initial=state.epoch, total=cfg.epochs, disable=not show_progress)
     for epoch in epochs:
         t0 = time.perf_counter()
-        wanted = pick_threads(threads, ceiling)
+        wanted = pick_threads(own_load.read(), ceiling)
         if wanted != torch.get_num_threads():
             log.info("using %d torch thread(s) (load average %.1f on %d cores)", wanted, os.getloadavg()[0],
                      os.cpu_count() or 1)
         torch.set_num_threads(wanted)
-        threads = wanted
         recipe.set_train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(train_idx)
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lookalike.encoders.prep import PreprocessCfg
+from lookalike.encoders.trained import merge_views
 from lookalike.io_utils import atomic_write
 from lookalike.training.augment import normalise, to_float
 
@@ -32,22 +33,36 @@ TOP_CLASSES = 20
 @torch.no_grad()
 def embed_all(model: nn.Module, pixels: np.ndarray, pre: PreprocessCfg, batch: int = 256,
               features: np.ndarray | None = None, above: Callable[[torch.Tensor], torch.Tensor] | None = None,
-              ) -> tuple[np.ndarray, np.ndarray]:
+              tta: str = "none", mirror_view: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings (n, d) L2-normalised, logits (n, C)) in float32. With ``features`` (the cached output of
-    a frozen backbone, or of its early blocks) only ``above`` (default: the neck) and the head run."""
+    a frozen backbone, or of its early blocks) only ``above`` (default: the neck) and the head run.
+
+    ``tta="mirror"`` merges each photo with its mirror image as the ``trained:`` encoder does; with cached
+    features, the mirror images are their view ``mirror_view``."""
+    if tta == "mirror" and features is not None and mirror_view is None:
+        raise ValueError("mirror TTA on cached features needs their mirror view")
     model.eval()
-    embs, logits = [], []
-    n = len(features) if features is not None else len(pixels)
-    for s in range(0, n, batch):
+
+    def run(s: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
         if features is not None:
-            e = (above or model.neck)(torch.from_numpy(np.asarray(features[s:s + batch, 0])).float())
+            e = (above or model.neck)(torch.from_numpy(np.asarray(features[s:s + batch, mirror_view if flip else 0]))
+                                      .float())
             lg = model.head(e) if model.head is not None else e.new_zeros((len(e), 0))
-            e = F.normalize(e, dim=1)
         else:
             x = normalise(to_float(torch.from_numpy(np.asarray(pixels[s:s + batch]))), pre)
-            e, lg = model(x)
-        embs.append(e.float().numpy())
-        logits.append(lg.float().numpy())
+            e, lg = model(x.flip(-1) if flip else x)
+        return F.normalize(e, dim=1).float().numpy(), lg.float().numpy()
+
+    embs, logits = [], []
+    for s in range(0, len(features) if features is not None else len(pixels), batch):
+        e, lg = run(s, False)
+        if tta == "mirror":
+            fe, flg = run(s, True)
+            head = lg.shape[1] > 0
+            e, merged = merge_views(e, fe, lg if head else None, flg if head else None)
+            lg = merged if merged is not None else lg
+        embs.append(e)
+        logits.append(lg)
     return np.concatenate(embs), np.concatenate(logits)
 
 

@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from lookalike.encoders.prep import PreprocessCfg
+from lookalike.encoders.trained import check_tta
 from lookalike.io_utils import write_json
 from lookalike.training import data as D
 from lookalike.training.augment import AugmentCfg
 from lookalike.training.features import Views, cached_features
-from lookalike.training.loop import LoopCfg, LoopState, fit, pick_threads
+from lookalike.training.loop import LoopCfg, LoopState, OwnLoad, fit, pick_threads
 from lookalike.training.models import SCRATCH, build_model, make_spec, weights_source
 from lookalike.training.recipes import (
     RECIPES,
@@ -134,7 +135,7 @@ def train(source: Path, workspace: Path, label: str | None = "articleType", reci
           seed: int = 0, resume: bool = True, show_progress: bool = True, limit: int | None = None,
           name: str | None = None, feature_mirror: bool = True, neck_hidden: int = 0, domain_views: int = 0,
           domain: dict[str, Any] | None = None, backgrounds: Path | str | None = None,
-          tune_from: int = 0) -> TrainResult:
+          tune_from: int = 0, tta: str = "none") -> TrainResult:
     """Train an encoder on a catalogue's own photos; see the module docstring for what lands where.
 
     ``label``: the category (``"category"`` or its source column, e.g. ``articleType``) or an attribute.
@@ -148,14 +149,18 @@ def train(source: Path, workspace: Path, label: str | None = "articleType", reci
     ``tune_from`` = k: with a pretrained backbone, cache the output of its first k blocks instead and train
     the blocks from k on as well (at a tenth of ``lr``), so the late blocks adapt at the cost of the late
     blocks' forward and backward passes only.
+    ``tta="mirror"``: the model encodes every photo with its mirror image (twice the inference cost); the
+    report measures it that way and the ``trained:`` encoder reads the setting from ``training.json``.
+    Re-running a finished model with another ``tta`` only re-measures it.
     """
+    check_tta(tta)
     ceiling = torch.get_num_threads()
     torch.set_num_threads(pick_threads(0, ceiling))
     try:
         return _train(Path(source), Workspace(workspace), label, recipe, backbone, epochs, image_size, batch_size,
                       lr, min_count, freeze, seed, resume, show_progress, limit, name, ceiling, feature_mirror,
                       neck_hidden, domain_views, domain or {}, str(backgrounds) if backgrounds else None,
-                      tune_from)
+                      tune_from, tta)
     finally:
         torch.set_num_threads(ceiling)
 
@@ -165,8 +170,9 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
            freeze: bool | None, seed: int, resume: bool, show_progress: bool, limit: int | None,
            name: str | None, max_threads: int, feature_mirror: bool = True, neck_hidden: int = 0,
            domain_views: int = 0, domain: dict[str, Any] | None = None, backgrounds: str | None = None,
-           tune_from: int = 0) -> TrainResult:
+           tune_from: int = 0, tta: str = "none") -> TrainResult:
     t_start = time.perf_counter()
+    own_load = OwnLoad()
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     data_ws = _data_workspace(source, out_ws.root, limit, show_progress)
@@ -190,6 +196,9 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
     freeze = bool(pretrained if freeze is None else freeze) and pretrained
     if freeze and recipe != "classifier":
         raise ValueError("freeze=True needs the classifier recipe (nothing else would train)")
+    if freeze and tta == "mirror" and not feature_mirror:
+        raise ValueError("mirror TTA on a frozen backbone is measured on its cached mirror views: "
+                         "train with --mirror-features")
     long_side = image_size or (PRETRAINED_DEFAULTS["image_size"] if pretrained else defaults["image_size"])
     from lookalike.catalogue import image_resolver
 
@@ -263,7 +272,7 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
     meta: dict[str, Any] = {
         "name": name, "recipe": recipe, "status": "running", "created_at": _now(), "config": asdict(cfg),
         "fingerprint": cfg.fingerprint(), "model": spec, "preprocess": pre.to_dict(), "label": label,
-        "labels": labels.to_dict() if labels else None, "weights_source": src,
+        "labels": labels.to_dict() if labels else None, "weights_source": src, "tta": tta,
         "data": {"workspace": str(data_ws), "n_products": len(rows), "n_images": len(images.ids),
                  "skipped_images": len(images.errors), "n_train": len(train_idx), "n_val": len(val_idx)},
         "versions": {"torch": torch.__version__},
@@ -278,18 +287,20 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
         write_json(folder / TRAINING_JSON, meta)
 
     loop = LoopCfg(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, seed)
-    state = fit(rec, train_idx, loop, folder, meta["fingerprint"], on_epoch, resume, show_progress, max_threads)
+    state = fit(rec, train_idx, loop, folder, meta["fingerprint"], on_epoch, resume, show_progress, max_threads,
+                own_load)
 
     # ---- report ------------------------------------------------------------------------------------------
     t2 = time.perf_counter()
     emb, logits = embed_all(model, images.pixels, pre, features=features,
-                            above=rec.above if features is not None else None)
+                            above=rec.above if features is not None else None, tta=tta,
+                            mirror_view=1 if cfg.feature_mirror else None)
     report = quality_report(emb, logits, raw, targets, labels.classes if labels else None, val_mask)
     report["embed_seconds"] = round(time.perf_counter() - t2 - report["report_seconds"], 1)
     report["train_seconds"] = round(state.seconds, 1)
     report["data_seconds"] = round(data_seconds, 1)
     report["epochs"] = state.epoch
-    report["recipe"], report["backbone"], report["weights_source"] = recipe, backbone, src
+    report["recipe"], report["backbone"], report["weights_source"], report["tta"] = recipe, backbone, src, tta
     if labels is not None and label in (D.CATEGORY, cat_col):
         # the model predicts the products' category: photo search routes on it, so calibrate that here
         report["routing"] = _calibrate(model, emb, logits, raw, val_mask, labels.classes, features, domain_from,
