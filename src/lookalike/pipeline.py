@@ -110,6 +110,10 @@ def embed(workspace: Path, encoder: Encoder, encoder_name: str, store: Store, ba
             sample = sorted(rng.choice(len(paths), size=min(fit_sample, len(paths)), replace=False))
             encoder.fit([paths[i] for i in sample], show_progress=show_progress)
             encoder.save_state(state)
+    changed = vs.bind(encoder.identity())
+    if changed:
+        log.warning("%s changed since its vectors were made (%s): every product is encoded again",
+                    encoder_name, ", ".join(changed))
     done = vs.done()
     todo = [i for i, (pid, h) in enumerate(zip(ids, hashes)) if pid not in done or done[pid] != h]
     log.info("embedding %d of %d products (%d already done)", len(todo), len(ids), len(ids) - len(todo))

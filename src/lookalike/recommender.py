@@ -152,6 +152,11 @@ class Recommender:
     def encoder(self) -> Encoder:
         if self._encoder is None:
             self._encoder = open_encoder(self.encoder_name, self.workspace.root)
+            changed = VectorStore(self.workspace.vectors_dir(self.encoder_name)).changed_since(self._encoder.identity())
+            if changed:
+                log.warning("%s changed since this workspace was built (%s): queries are encoded by the new model "
+                            "and compared with the old one's vectors; run `lookalike build` again",
+                            self.encoder_name, ", ".join(changed))
         return self._encoder
 
     # ---- lookups ----------------------------------------------------------------------------------

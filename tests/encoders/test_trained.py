@@ -202,3 +202,37 @@ def test_build_and_routed_search_use_the_trained_model(workspace: Path) -> None:
         unrouted = rec.search(img, k=5, route="none")
         assert unrouted.predicted_category is None and unrouted.searched_categories is None
     assert hits >= 6  # the predictions route; chance would be 2 of 8
+
+
+def test_a_model_changed_in_place_is_encoded_again(workspace: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The encoder keeps its name when its model folder changes (retrained, or --tta switched on), so the
+    build compares the encoder's identity, not its name, before reusing stored vectors."""
+    import shutil
+
+    from lookalike.pipeline import build
+    from lookalike.recommender import Recommender
+    from lookalike.store.vectors import VectorStore
+
+    model = tmp_path / "model"
+    shutil.copytree(find_model_dir(workspace), model)
+    cat = workspace.parent / "cat" / "catalogue.csv"
+    ws = tmp_path / "ws"
+    kw = {"encoder": f"trained:{model}", "k": 5, "show_progress": False}
+    assert build(cat, ws, **kw).counts["embedded"] == 100
+    again = build(cat, ws, **kw).counts
+    assert again["embedded"] == 0 and again["reused"] == 100
+    _, plain = VectorStore.for_encoder(ws, f"trained:{model}").load()
+    meta = json.loads((model / "training.json").read_text())
+    (model / "training.json").write_text(json.dumps({**meta, "tta": "mirror"}))
+    with caplog.at_level("WARNING", logger="lookalike.recommender"):
+        Recommender.open(ws)  # served before the rebuild: warned
+    assert any("changed since this workspace was built (tta)" in m for m in caplog.messages)
+    changed = build(cat, ws, **kw).counts
+    assert changed["embedded"] == 100 and changed["reused"] == 0
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lookalike.recommender"):
+        Recommender.open(ws)
+    assert not any("changed since" in m for m in caplog.messages)
+    _, mirrored = VectorStore.for_encoder(ws, f"trained:{model}").load()
+    assert np.abs(plain - mirrored).max() > 1e-3

@@ -34,3 +34,15 @@ def test_compact(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.json"))) == 1
     after = vs.load()
     assert before[0] == after[0] and np.array_equal(before[1], after[1])
+
+
+def test_bind_discards_vectors_of_another_encoder(tmp_path: Path) -> None:
+    vs = VectorStore(tmp_path / "v")
+    vs.append(["a"], ["h"], np.zeros((1, 2), np.float32))
+    first = {"name": "trained:ws", "dim": 2, "weights_sha256": "aa", "size": (32, 32)}
+    assert vs.bind(first) == []  # vectors written before identities existed are adopted
+    assert vs.bind(dict(first)) == [] and list(vs.done()) == ["a"]  # a tuple compares as its stored list
+    assert vs.bind({**first, "weights_sha256": "bb", "tta": "mirror"}) == ["tta", "weights_sha256"]
+    assert vs.done() == {} and vs.load()[0] == []  # stale: re-encoded by the caller
+    vs.append(["a"], ["h"], np.ones((1, 2), np.float32))
+    assert vs.bind({**first, "weights_sha256": "bb", "tta": "mirror"}) == [] and list(vs.done()) == ["a"]

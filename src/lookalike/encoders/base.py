@@ -81,6 +81,11 @@ class Encoder:
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "dim": self.dim, "preprocess": self.preprocess.to_dict()}
 
+    def identity(self) -> dict[str, Any]:
+        """What decides the vectors this encoder makes. Stored vectors made under another identity are stale
+        (a model retrained in place keeps its name), so a build re-encodes them; subclasses add their weights."""
+        return {"name": self.name, "dim": self.dim, "preprocess": self.preprocess.to_dict()}
+
     # ---- encoders fitted on the catalogue (e.g. gram's PCA) ------------------------------------------
     needs_fit: bool = False
 

@@ -193,6 +193,9 @@ class GramEncoder(Encoder):
         return {**super().info(), **self._config(), "fitted": self.fitted, "n_fit": self.n_fit,
                 "raw_dim": self.raw_dim}
 
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), **self._config()}
+
 
 @ENCODERS.register("gram", help="style: Gram matrices of CNN feature maps + PCA fitted on the catalogue (Pair)")
 def _gram(**kwargs: Any) -> GramEncoder:

@@ -131,6 +131,9 @@ class TimmEncoder(Encoder):
         return {**super().info(), "model": self.model_name, "weights": self.weights_source or "random",
                 "imagenet_head": self.has_trained_head, "backend": self.backend}
 
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "weights": self.weights_source or "random"}
+
 
 # ---- OpenCLIP ----------------------------------------------------------------------------------------------
 def _clip_preprocess(model: torch.nn.Module, resize: str | None) -> PreprocessCfg:
@@ -244,6 +247,9 @@ class ClipEncoder(Encoder):
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "model": self.arch, "tag": self.tag, "weights": self.weights_source or "random"}
+
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "tag": self.tag, "weights": self.weights_source or "random"}
 
 
 @ENCODERS.register("timm", takes_arg=True, help="pooled features of any timm model, e.g. timm:tf_efficientnet_lite0")

@@ -15,6 +15,7 @@ when no session can be built. Both give the same numbers (within 1e-4).
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -215,6 +216,10 @@ class TrainedEncoder(Encoder):
         if not self.classes:
             return None
         return self.encode_and_predict(images, top)[1]
+
+    def identity(self) -> dict[str, Any]:
+        digest = hashlib.sha256((self.model_dir / "model.pt").read_bytes()).hexdigest()
+        return {**super().identity(), "weights_sha256": digest, "tta": self.tta}
 
     def info(self) -> dict[str, Any]:
         rep = self.meta.get("report") or {}

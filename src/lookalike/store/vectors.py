@@ -2,21 +2,29 @@
 
 ``vectors/<encoder>/chunk-00000.npy`` holds float32 rows; ``chunk-00000.json`` the ids and image hashes of
 those rows. A later chunk wins over an earlier one for the same id (a re-encoded, changed image).
+``encoder.json`` is the identity of the encoder that made them (``Encoder.identity``): see ``bind``.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lookalike.io_utils import atomic_write, read_json, save_npy, write_json
 
 _CHUNK = re.compile(r"chunk-(\d{5,})\.json$")
+IDENTITY = "encoder.json"
 
 
 def safe_dirname(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _as_stored(identity: dict[str, Any]) -> Any:
+    return json.loads(json.dumps(identity, default=str))  # tuples compare as the lists JSON keeps
 
 
 class VectorStore:
@@ -31,6 +39,25 @@ class VectorStore:
         if not self.root.exists():
             return []
         return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _CHUNK.search(p.name)))
+
+    def changed_since(self, identity: dict[str, Any]) -> list[str]:
+        """The identity keys (``Encoder.identity``) that differ from those of the encoder that wrote the stored
+        vectors; [] when they match or none was recorded (vectors from before identities existed)."""
+        path = self.root / IDENTITY
+        if not path.exists():
+            return []
+        old, new = read_json(path), _as_stored(identity)
+        return sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+
+    def bind(self, identity: dict[str, Any]) -> list[str]:
+        """Tie the stored vectors to the encoder that makes them: when it changed (a model retrained in place
+        keeps its name), every chunk is stale and discarded. Returns the keys that changed."""
+        changed = self.changed_since(identity)
+        for c in self._chunks() if changed else []:
+            (self.root / f"chunk-{c:05d}.json").unlink(missing_ok=True)
+            (self.root / f"chunk-{c:05d}.npy").unlink(missing_ok=True)
+        write_json(self.root / IDENTITY, _as_stored(identity))
+        return changed
 
     def append(self, ids: list[str], hashes: list[str | None], vectors: np.ndarray) -> None:
         if len(ids) != len(vectors) or len(ids) != len(hashes):

@@ -58,7 +58,7 @@ def pick_threads(own: float, ceiling: int) -> int:
 class OwnLoad:
     """The cores this process kept busy (CPU seconds of all its threads per wall second) since the last
     reading. The load average counts our own work too: after the feature pass it reads 2 on 2 idle cores, and
-    subtracting only the torch threads of the last epoch (none, before the first) took that for other jobs."""
+    subtracting only the torch threads of the last epoch (none before the first) took that for other jobs."""
 
     def __init__(self) -> None:
         self._wall, self._cpu = time.perf_counter(), time.process_time()
@@ -165,15 +165,18 @@ def fit(recipe: Recipe, train_idx: np.ndarray, cfg: LoopCfg, folder: Path, finge
     amp = fast_bf16()
     ceiling = max_threads or torch.get_num_threads()
     own_load = own_load or OwnLoad()
+    threads = 0
     epochs = tqdm(range(state.epoch, cfg.epochs), desc=f"train {folder.name}", unit="epoch",
                   initial=state.epoch, total=cfg.epochs, disable=not show_progress)
     for epoch in epochs:
         t0 = time.perf_counter()
-        wanted = pick_threads(own_load.read(), ceiling)
+        # our threads count as ours even while they wait for a core, which the CPU time alone would miss
+        wanted = pick_threads(max(threads, own_load.read()), ceiling)
         if wanted != torch.get_num_threads():
             log.info("using %d torch thread(s) (load average %.1f on %d cores)", wanted, os.getloadavg()[0],
                      os.cpu_count() or 1)
         torch.set_num_threads(wanted)
+        threads = wanted
         recipe.set_train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(train_idx)
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
