@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,35 @@ def test_catalogue_filter_product_and_similar(page: Page, tmp_path: Path) -> Non
     expect(page.locator("#similar-list a.card")).to_have_count(12)
     shot(page, tmp_path / "product-2.png")
     assert len(list(tmp_path.glob("*.png"))) == 4
+
+
+def _events_from(ws: Path, source: str, kind: str, deadline_s: float = 10.0) -> dict[int, str]:
+    """position -> product id of the stored ``kind`` events whose similar list was ``source``'s, waiting
+    for the browser's batch to land (impressions are sent a second after they are seen)."""
+    from lookalike.store import Store
+
+    store = Store.for_workspace(ws)
+    deadline = time.monotonic() + deadline_s
+    while True:
+        found = {pos: pid for typ, pid, src, pos, _ in store.event_counts() if typ == kind and src == source}
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_carousel_reports_impressions_and_clicks(page: Page, shop: tuple[Path, Path]) -> None:
+    """What re-ranks the similar lists: the carousel reports the cards a shopper saw and the one clicked."""
+    page.goto("/product/p0007")
+    carousel = page.locator("#similar-list")
+    carousel.scroll_into_view_if_needed()
+    seen = _events_from(shop[1], "p0007", "impression")
+    ids = carousel.locator("li").evaluate_all("els => els.map(e => e.dataset.product)")
+    assert len(ids) == 12 and seen and 0 in seen
+    assert all(ids[pos] == pid for pos, pid in seen.items())  # each at the slot it was shown in
+    assert 11 not in seen  # the last card is off to the right: not seen, not counted
+    carousel.locator("a.card").nth(2).click()
+    expect(page).to_have_url(re.compile(r"/product/" + re.escape(ids[2]) + "$"))
+    assert _events_from(shop[1], "p0007", "click") == {2: ids[2]}
 
 
 def test_photo_search_upload(page: Page, shop: tuple[Path, Path], tmp_path: Path) -> None:

@@ -19,6 +19,47 @@ for (const section of document.querySelectorAll(".similar")) {
   if (list.scrollWidth > list.clientWidth + 4) controls.hidden = false;
 }
 
+// Similar-products carousel: report what the shopper saw and clicked (POST /api/events), which re-ranks the
+// lists by clicks. A card half in view counts as one impression per page view; impressions go in batches, a
+// click at once. sendBeacon survives the navigation the click starts; its body is sent as text/plain because
+// a JSON content type is not CORS-safelisted, and the API reads the body as JSON whatever its type.
+for (const list of document.querySelectorAll(".similar ul[data-source]")) {
+  const source = list.dataset.source;
+  const event = (type, li) => ({
+    type, product_id: li.dataset.product, source_product_id: source, position: Number(li.dataset.position),
+  });
+  let pending = [];
+  let timer = null;
+  const flush = () => {
+    clearTimeout(timer);
+    timer = null;
+    if (!pending.length) return;
+    const body = JSON.stringify(pending);
+    pending = [];
+    if (!(navigator.sendBeacon && navigator.sendBeacon("/api/events", body))) {
+      fetch("/api/events", { method: "POST", body, keepalive: true }).catch(() => {});
+    }
+  };
+  if ("IntersectionObserver" in window) {
+    const seen = new IntersectionObserver((entries) => {
+      for (const entry of entries) {
+        if (!entry.isIntersecting) continue;
+        seen.unobserve(entry.target);
+        pending.push(event("impression", entry.target));
+        timer = timer || setTimeout(flush, 1000);
+      }
+    }, { threshold: 0.5 });
+    for (const li of list.querySelectorAll("li[data-product]")) seen.observe(li);
+  }
+  list.addEventListener("click", (e) => {
+    const li = e.target.closest("li[data-product]");
+    if (!li) return;
+    pending.push(event("click", li));
+    flush();
+  });
+  addEventListener("pagehide", flush);
+}
+
 // Photo search: drag-and-drop onto the drop zone, preview the photo, search right away.
 const form = document.getElementById("search-form");
 if (form) {
