@@ -74,8 +74,14 @@ def test_product_page(client: TestClient) -> None:
     page = Page(r.text)
     assert {"similar", "similar-list", "goes-with"} <= page.ids
     assert "Goes with" in r.text
-    similar_links = re.findall(r'<li>\s*<a class="card" href="(/product/[^"]+)"', r.text)
+    # the carousel's items carry what its events report: the product, its slot, and the list's source
+    cards = re.findall(r'<li data-product="([^"]+)" data-position="(\d+)">\s*<a class="card" href="(/product/[^"]+)"',
+                       r.text)
+    similar_links = [link for _, _, link in cards]
     assert len(similar_links) == 12 and "/product/p0000" not in similar_links
+    assert [int(pos) for _, pos, _ in cards] == list(range(12))
+    assert all(link == f"/product/{pid}" for pid, _, link in cards)
+    assert '<ul data-source="p0000">' in r.text
     badges = re.findall(r'class="badge"[^>]*>(\d+)% similar<', r.text)
     assert len(badges) == 12 and all(0 <= int(b) <= 100 for b in badges)
     assert all(i.get("alt") for i in page.imgs)
