@@ -53,9 +53,8 @@ class VectorStore:
         """Tie the stored vectors to the encoder that makes them: when it changed (a model retrained in place
         keeps its name), every chunk is stale and discarded. Returns the keys that changed."""
         changed = self.changed_since(identity)
-        for c in self._chunks() if changed else []:
-            (self.root / f"chunk-{c:05d}.json").unlink(missing_ok=True)
-            (self.root / f"chunk-{c:05d}.npy").unlink(missing_ok=True)
+        if changed:
+            self._remove(self._chunks())
         write_json(self.root / IDENTITY, _as_stored(identity))
         return changed
 
@@ -103,6 +102,9 @@ class VectorStore:
         nxt = max(chunks) + 1
         atomic_write(self.root / f"chunk-{nxt:05d}.npy", lambda p: save_npy(p, vecs))
         write_json(self.root / f"chunk-{nxt:05d}.json", {"ids": ids, "hashes": hashes})
-        for c in chunks:
+        self._remove(chunks)
+
+    def _remove(self, chunks: list[int]) -> None:
+        for c in chunks:  # the .json first: a chunk without it is ignored, like an interrupted append
             (self.root / f"chunk-{c:05d}.json").unlink(missing_ok=True)
             (self.root / f"chunk-{c:05d}.npy").unlink(missing_ok=True)
