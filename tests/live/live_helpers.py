@@ -18,6 +18,20 @@ def expected_lists(rec: Recommender) -> dict[str, list[str]]:
     return {pid: [ids[j] for j in idx[n] if j >= 0] for n, pid in enumerate(ids)}
 
 
+def assert_scratch_lists(rec: Recommender, got: dict[str, list[str]]) -> None:
+    """``got`` holds, for every live product, the list a rebuild would make: the same scores rank by rank.
+    Ids are not compared where scores tie, since a rebuild may order near-equal floats the other way."""
+    want = expected_lists(rec)
+    assert got.keys() == want.keys()
+
+    def scores(pid: str, lst: list[str]) -> np.ndarray:
+        return rec.vectors[[rec.pos[q] for q in lst]] @ rec.vectors[rec.pos[pid]] if lst else np.zeros(0)
+
+    for pid, ids in want.items():
+        assert len(got[pid]) == len(ids) and np.allclose(scores(pid, got[pid]), scores(pid, ids), atol=1e-5), \
+            f"{pid}: {got[pid]} != {ids}"
+
+
 def live_lists(rec: Recommender) -> dict[str, list[str]]:
     return {pid: [rec.ids[j] for j in rec.pre_idx[i] if j >= 0] for pid, i in rec.pos.items()}
 

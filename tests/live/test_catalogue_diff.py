@@ -16,7 +16,7 @@ from lookalike.live.catalogue_diff import update_workspace
 from lookalike.recommender import Recommender
 from lookalike.workspace import Workspace
 
-from .live_helpers import expected_lists, live_lists
+from .live_helpers import assert_scratch_lists, live_lists
 
 
 def edited_catalogue(ws: Path, dest: Path) -> Path:
@@ -60,7 +60,7 @@ def test_update_applies_the_diff(fresh_ws: Path, tmp_path: Path) -> None:
     assert rec.product("p0012").attributes["colour"] == "Teal"
     assert (rec.vectors[rec.pos["p0012"]] == vec_p0012).all()  # attributes only: not re-embedded
     assert rec.similar("p0013", k=1, rerank="none")[0].product.category == "triangle"
-    assert live_lists(rec) == expected_lists(rec)
+    assert_scratch_lists(rec, live_lists(rec))
     # the same file again: nothing to do
     again = update_workspace(fresh_ws, cat, show_progress=False)
     assert not (again.added or again.image_changed or again.attributes_changed or again.removed)

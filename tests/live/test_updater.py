@@ -13,7 +13,7 @@ from lookalike.recommend.filters import FilterSpec
 from lookalike.recommender import Recommender, UnknownProductError
 from lookalike.store.sql import ProductRow
 
-from .live_helpers import expected_lists, live_lists, stored_lists
+from .live_helpers import assert_scratch_lists, live_lists, stored_lists
 
 
 def open_updater(ws: Path) -> tuple[Recommender, Updater]:
@@ -29,9 +29,9 @@ def new_product(up: Updater, img: object, pid: str = "new1", colour: str = "Red"
 
 
 def assert_exact(rec: Recommender) -> None:
-    want = expected_lists(rec)
-    assert live_lists(rec) == want
-    assert stored_lists(rec) == {p: ids for p, ids in want.items() if ids}
+    live = live_lists(rec)
+    assert_scratch_lists(rec, live)
+    assert stored_lists(rec) == {p: ids for p, ids in live.items() if ids}
 
 
 def test_add_enters_own_and_existing_lists(fresh_ws: Path, new_image: Callable[..., object]) -> None:
