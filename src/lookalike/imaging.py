@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -57,9 +58,57 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # P, L, 1, CMYK, YCbCr, LAB, HSV
 
 
+def _plain_jpeg(data: bytes) -> bool:
+    """True for a JPEG whose header segments hold no EXIF block, so no orientation can apply. Walks the
+    marker segments up to the scan rather than searching the bytes, since ICC or XMP data may contain anything."""
+    if data[:2] != b"\xff\xd8":
+        return False
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xDA:  # start of scan: every header segment has been seen
+            return True
+        if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
+            return False
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return False
+
+
+def _fast_jpeg(data: bytes, max_pixels: int) -> Image.Image | None:
+    """The common catalogue case, a YCbCr or grey JPEG with no EXIF, decoded by libjpeg-turbo straight to RGB:
+    the same pixels as Pillow (a test checks). None for anything else, or anything odd, so Pillow handles it
+    and reports it in its own words."""
+    if not _plain_jpeg(data):
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if colorspace not in ("YCbCr", "Gray"):
+            return None
+        if width * height > max_pixels:
+            raise ImageTooLargeError(
+                f"image is {width}x{height} = {width * height} pixels, over the cap of {max_pixels}")
+        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
+    except ImageTooLargeError:
+        raise
+    except Exception:  # noqa: BLE001 - truncated or unusual files get Pillow's verdict instead
+        return None
+    return Image.frombytes("RGB", (rgb.shape[1], rgb.shape[0]), rgb.tobytes())
+
+
 def load_image(src: Path | str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode to an upright RGB image; raises ImageTooLargeError over ``max_pixels``, ValueError if undecodable."""
-    fp = io.BytesIO(src) if isinstance(src, bytes) else Path(src)
+    try:
+        data = src if isinstance(src, bytes) else Path(src).read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ValueError(f"cannot read image: {e}") from e
+    fast = _fast_jpeg(data, max_pixels)
+    if fast is not None:
+        return fast
+    fp = io.BytesIO(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -25,9 +25,9 @@ def save(img: Image.Image, path: Path, fmt: str | None = None, **kw: object) -> 
     return path
 
 
-def encoded(img: Image.Image, fmt: str = "JPEG") -> bytes:
+def encoded(img: Image.Image, fmt: str = "JPEG", **kw: object) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, fmt)
+    img.save(buf, fmt, **kw)
     return buf.getvalue()
 
 

@@ -1,6 +1,7 @@
 """load_image, safe_join and the hashes on generated images: orientation, modes, bombs, bad bytes, escapes."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from lookalike.catalogue.ingest import check_image
 from lookalike.imaging import (
     ImageTooLargeError,
     UnsafePathError,
+    _fast_jpeg,
+    _plain_jpeg,
     content_hash,
     file_hash,
     load_image,
@@ -38,6 +41,34 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert out.size == (20, 40) and out.mode == "RGB"
     assert _close(out.getpixel((10, 5)), RED, 40)  # the stored left side is now on top
     assert _close(out.getpixel((10, 35)), BLUE, 40)
+
+
+@pytest.mark.parametrize("mode,options", [
+    ("RGB", {"quality": 90}),
+    ("RGB", {"quality": 75, "subsampling": 0}),
+    ("RGB", {"quality": 80, "progressive": True}),
+    ("RGB", {"quality": 90, "icc_profile": b"\xff\xda" * 64}),  # a start-of-scan lookalike inside a segment
+    ("L", {"quality": 85}),
+])
+def test_plain_jpegs_take_the_fast_path_with_pillows_pixels(mode: str, options: dict) -> None:
+    data = encoded(product((61, 83)).convert(mode), "JPEG", **options)
+    fast = _fast_jpeg(data, max_pixels=10_000)
+    assert fast is not None and fast.mode == "RGB" and fast.size == (61, 83)
+    with Image.open(io.BytesIO(data)) as ref:
+        assert np.array_equal(np.asarray(fast), np.asarray(ref.convert("RGB")))
+    assert np.array_equal(np.asarray(load_image(data)), np.asarray(fast))
+    with pytest.raises(ImageTooLargeError):
+        _fast_jpeg(data, max_pixels=61 * 83 - 1)
+
+
+def test_jpegs_the_fast_path_leaves_to_pillow() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    assert not _plain_jpeg(encoded(product(), "JPEG", exif=exif.tobytes()))  # orientation needs reading
+    assert _fast_jpeg(encoded(Image.new("CMYK", (8, 8)), "JPEG"), 10_000) is None  # Adobe CMYK inversion
+    jpeg = encoded(product((200, 200)), "JPEG")
+    assert _fast_jpeg(jpeg[: len(jpeg) // 2], 10**6) is None  # truncated: Pillow's error message
+    assert not _plain_jpeg(encoded(product(), "PNG")) and not _plain_jpeg(b"\xff\xd8\xff")
 
 
 def test_rgba_alpha_is_composited_on_white(tmp_path: Path) -> None:
