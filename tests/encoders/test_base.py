@@ -60,3 +60,13 @@ def test_preprocess_is_data() -> None:
     assert squashed.max() == 0
     x = normalise_batch(np.full((1, 2, 2, 3), 255, np.uint8), PreprocessCfg(mean=(0.5,) * 3, std=(0.5,) * 3))
     assert x.shape == (1, 3, 2, 2) and np.allclose(x, 1.0)
+
+
+@pytest.mark.parametrize(("cores", "model", "descriptor"), [(1, 1, 1), (2, 1, 2), (4, 2, 4), (8, 4, 4), (64, 4, 4)])
+def test_default_workers_leave_a_model_its_cores(monkeypatch: pytest.MonkeyPatch, cores: int, model: int,
+                                                 descriptor: int) -> None:
+    from lookalike.encoders.descriptors import ColorTextureEncoder
+
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert MeanColour().default_workers() == model  # forward pass in this process: workers only decode
+    assert ColorTextureEncoder.works_in_workers and ColorTextureEncoder().default_workers() == descriptor

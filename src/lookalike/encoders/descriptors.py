@@ -223,6 +223,7 @@ class ColorTextureEncoder(Encoder):
     (e.g. ``create_encoder("color-texture", weights={"colour": 1.0})``)."""
 
     name = "color-texture"
+    works_in_workers = True
 
     def __init__(self, **params: Any) -> None:
         p = resolve_params(params)

@@ -51,6 +51,7 @@ class HSVHistogramEncoder(Encoder):
     """The colour channel, and the benchmark's colour-histogram reference (weight-free)."""
 
     name = "hsv-histogram"
+    works_in_workers = True
     dim = int(np.prod(HSV_BINS))
     preprocess = PreprocessCfg()
 
