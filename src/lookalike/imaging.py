@@ -58,6 +58,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # P, L, 1, CMYK, YCbCr, LAB, HSV
 
 
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLargeError(f"image is {width}x{height} = {width * height} pixels, over the cap of {max_pixels}")
+
+
 def _plain_jpeg(data: bytes) -> bool:
     """True for a JPEG whose header segments hold no EXIF block, so no orientation can apply. Walks the
     marker segments up to the scan rather than searching the bytes, since ICC or XMP data may contain anything."""
@@ -86,9 +91,7 @@ def _fast_jpeg(data: bytes, max_pixels: int) -> Image.Image | None:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         if colorspace not in ("YCbCr", "Gray"):
             return None
-        if width * height > max_pixels:
-            raise ImageTooLargeError(
-                f"image is {width}x{height} = {width * height} pixels, over the cap of {max_pixels}")
+        _check_pixels(width, height, max_pixels)
         rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
     except ImageTooLargeError:
         raise
@@ -113,16 +116,12 @@ def load_image(src: Path | str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(fp)
-            if img.width * img.height > max_pixels:
-                raise ImageTooLargeError(
-                    f"image is {img.width}x{img.height} = {img.width * img.height} pixels, over the cap of {max_pixels}")
+            _check_pixels(img.width, img.height, max_pixels)
             img.load()
     except ImageTooLargeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageTooLargeError(str(e)) from e
-    except FileNotFoundError:
-        raise
     except Exception as e:
         raise ValueError(f"cannot decode image: {e}") from e
     img = ImageOps.exif_transpose(img) or img
