@@ -119,7 +119,7 @@ def embedding_throughput(encoder_name: str, paths: list[Path], batch_size: int, 
         pipe.append(_pipeline_rate(encoder_name, paths, batch_size, workers))
         bare.append(bare_rate(encoder_name, paths, batch_size, workers))
     images = [load_image(p) for p in paths[:1000]]  # one process, for the CPU cost per image
-    wall, cpu = _encode_decoded(create_encoder(encoder_name), images, batch_size)
+    wall, cpu = _encode_decoded(enc, images, batch_size)
     bare_one, cpu_per_img = len(images) / wall, cpu / len(images)
     cores = len(os.sched_getaffinity(0))
     best_pipe, best_bare = max(r for r, _ in pipe), max(r for r, _ in bare)
