@@ -22,9 +22,10 @@ from lookalike.encoders import Encoder, l2_normalise
 from lookalike.index.build import load_index
 from lookalike.pipeline import EXACT_SIMILAR_LIMIT, codes, open_encoder
 from lookalike.recommend.filters import AttributeTable, FilterSpec, fetch_filtered, select_with_crowding
-from lookalike.recommend.goes_with import GoesWith, UnknownCategoryError
+from lookalike.recommend.goes_with import GoesWith, UnknownCategoryError, vector_features
 from lookalike.recommend.goes_with import create_recipe as create_goes_with_recipe
 from lookalike.recommend.goes_with import default_model as default_goes_with
+from lookalike.recommend.goes_with_live import TrackedProducts, catch_up, stale_ids
 from lookalike.recommend.rerank import ClickStats, RerankParams, rerank_order
 from lookalike.recommend.router import CategoryRouter, load_router
 from lookalike.recommend.similarity_pct import SimilarityScale
@@ -77,7 +78,9 @@ class Recommender:
                  products: dict[str, ProductRow], scale: SimilarityScale, settings: Settings,
                  precomputed: tuple[np.ndarray, np.ndarray], build_info: dict[str, Any]) -> None:
         self.workspace, self.store, self.encoder_name, self.settings = workspace, store, encoder_name, settings
-        self.ids, self.vectors, self.products, self.scale = ids, vectors, products, scale
+        self.ids, self.vectors, self.scale = ids, vectors, scale
+        # tracked: the goes-with model catches up with the ids live writes touched (goes_with_live.py)
+        self.products = products if isinstance(products, TrackedProducts) else TrackedProducts(products)
         self.pos = {pid: i for i, pid in enumerate(ids)}
         self.table = AttributeTable.from_rows(ids, [products[i].category for i in ids],
                                               [products[i].attributes for i in ids])
@@ -99,6 +102,8 @@ class Recommender:
         self._encoder: Encoder | None = None
         # a fitted category router (recommend/router.py) predicts the category for route=auto when present
         self.router: CategoryRouter | None = load_router(workspace.root)
+        self._goes_with: GoesWith | None = None
+        self._goes_with_lock = threading.Lock()
         self.index = load_index(workspace.index_dir(encoder_name)) if len(ids) > EXACT_SIMILAR_LIMIT else None
 
     # ---- loading ----------------------------------------------------------------------------------
@@ -320,19 +325,26 @@ class Recommender:
     # ---- goes with (cross-category) ---------------------------------------------------------------
     def goes_with_model(self) -> GoesWith:
         """The model fitted by `lookalike goes-with WS --fit` (WS/models/goes-with), else one over the build
-        vectors and text tokens with equal weights; loaded on first use."""
-        model = getattr(self, "_goes_with", None)
-        if model is None:
-            try:
-                model = GoesWith.load(self.workspace.models_dir("goes-with"))
-            except FileNotFoundError:
-                with self.rows_lock:
-                    ids = [pid for pid in self.ids[: len(self.vectors)] if pid in self.products]
-                    vecs = self.vectors[[self.pos[p] for p in ids]]
-                rows = [self.products[p] for p in ids]
-                model = default_goes_with(ids, [r.category for r in rows], vecs, [r.title for r in rows],
-                                          [r.attributes for r in rows])
-            self._goes_with: GoesWith | None = model
+        vectors and text tokens with equal weights; loaded on first use, then kept in step with the products
+        live writes add, change or delete (recommend/goes_with_live.py)."""
+        with self._goes_with_lock:
+            changed = self.products.drain()  # first: a write landing meanwhile is caught up next time
+            model = self._goes_with
+            if model is None:
+                try:
+                    model = GoesWith.load(self.workspace.models_dir("goes-with"))
+                    changed |= stale_ids(model, self)  # changes made before this process started
+                except FileNotFoundError:
+                    with self.rows_lock:
+                        ids = [pid for pid in self.ids[: len(self.vectors)] if pid in self.products]
+                        vecs = self.vectors[[self.pos[p] for p in ids]]
+                    rows = [self.products[p] for p in ids]
+                    model = default_goes_with(vector_features(ids, [r.category for r in rows], vecs,
+                                                              [r.title for r in rows], [r.attributes for r in rows]),
+                                              [r.image_hash for r in rows])
+            if changed:
+                model = catch_up(model, self, changed)
+            self._goes_with = model
         return model
 
     def goes_with(self, product_id: str, category: str, k: int = 10,
@@ -350,7 +362,7 @@ class Recommender:
         if not model.has(product_id):
             if category not in model.categories:
                 raise UnknownCategoryError(category, model.categories)
-            return []  # a product without an image (or added after the fit) has no features
+            return []  # a product without a readable image has no features
         hits = model.query(product_id, category, k, recipe=override)
         return [Recommendation(self.products[h.product_id], round(h.score, 6), h.pct)
                 for h in hits if h.product_id in self.products]

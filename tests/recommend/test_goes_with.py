@@ -13,6 +13,7 @@ from lookalike.recommend.compat import LearnedRecipe
 from lookalike.recommend.cooccurrence import CoOccurrence, group_folds
 from lookalike.recommend.goes_with import GoesWith, UnknownCategoryError, create_recipe, list_recipes
 from lookalike.recommend.goes_with_features import ItemFeatures, describe_items, tokens
+from lookalike.recommend.goes_with_live import TrackedProducts
 
 
 # ---- co-occurrence and folds -----------------------------------------------------------------------
@@ -140,6 +141,37 @@ def test_learned_needs_links_and_saves_its_weights(tmp_path: Path) -> None:
     assert [h.product_id for h in a][:3] == [h.product_id for h in b][:3]
     with pytest.raises(FileNotFoundError, match="--fit"):
         GoesWith.load(tmp_path / "nothing")
+
+
+def test_with_items_replaces_adds_and_drops_rows() -> None:
+    rng = np.random.default_rng(0)
+
+    def feats(ids: list[str], cats: list[str]) -> ItemFeatures:
+        vis = rng.normal(size=(len(ids), 4)).astype(np.float32)
+        return ItemFeatures(ids, list(cats), {"colour": vis / np.linalg.norm(vis, axis=1, keepdims=True)},
+                            {"title": [tokens(i) for i in ids]})
+
+    model = GoesWith(feats(["a", "b", "t1", "t2"], ["chair", "chair", "table", "table"]), create_recipe("colour"),
+                     image_hashes=["ha", "hb", "h1", "h2"])
+    new = feats(["b", "t3"], ["table", "table"])  # b changed category, t3 is new
+    out = model.with_items(new, {"t1"}, ["hb2", "h3"])
+    assert out.feats.ids == ["a", "t2", "b", "t3"] and out.image_hashes == ["ha", "h2", "hb2", "h3"]
+    assert sorted(h.product_id for h in out.query("a", "table", k=10)) == ["b", "t2", "t3"]
+    np.testing.assert_array_equal(out.feats.visual["colour"][2:], new.visual["colour"])
+    assert model.feats.ids == ["a", "b", "t1", "t2"]  # the old model is untouched (readers may hold it)
+    with pytest.raises(ValueError, match="channels"):
+        model.with_items(ItemFeatures(["x"], ["table"], {"vectors": np.ones((1, 2), np.float32)}), set(), [None])
+
+
+def test_tracked_products_remember_what_changed() -> None:
+    d = TrackedProducts({"a": 1, "b": 2})
+    assert d.drain() == set()
+    d["c"] = 3
+    d.pop("a")
+    del d["b"]
+    d.pop("missing", None)
+    assert d.drain() == {"a", "b", "c", "missing"} and d == {"c": 3}
+    assert d.drain() == set()
 
 
 # ---- features on generated images ------------------------------------------------------------------

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MODEL_JSON = "goes_with.json"
 FEATURES_NPZ = "features.npz"
+BUILD_VECTORS = "build vectors"
 
 
 class UnknownCategoryError(ValueError):
@@ -130,12 +131,17 @@ class GoesWithHit:
 class GoesWith:
     """Features of every product + one fitted recipe: what the Recommender serves goes-with from."""
 
-    def __init__(self, feats: ItemFeatures, recipe: GoesWithRecipe, info: dict[str, Any] | None = None) -> None:
+    def __init__(self, feats: ItemFeatures, recipe: GoesWithRecipe, info: dict[str, Any] | None = None,
+                 image_hashes: Sequence[str | None] | None = None) -> None:
         self.feats, self.recipe = feats, recipe
         self.info = dict(info or {})
-        self._rows: dict[str, np.ndarray] = {}
-        for c in sorted({c for c in feats.categories if c is not None}):
-            self._rows[c] = feats.rows_of(c)
+        # the image each item was described from, so a loaded model can tell which products changed since
+        self.image_hashes: list[str | None] = list(image_hashes) if image_hashes is not None else [None] * len(feats.ids)
+        rows: dict[str, list[int]] = {}
+        for i, c in enumerate(feats.categories):  # one pass: this runs again whenever live products change
+            if c is not None:
+                rows.setdefault(c, []).append(i)
+        self._rows = {c: np.asarray(rows[c], np.int64) for c in sorted(rows)}
 
     @property
     def categories(self) -> list[str]:
@@ -174,6 +180,20 @@ class GoesWith:
         out += [c for _, c in sizes if c not in out]
         return out[:n]
 
+    def with_items(self, new: ItemFeatures, drop: set[str], image_hashes: Sequence[str | None]) -> GoesWith:
+        """A model with the items of ``drop`` removed and ``new`` (described with the same channels) added;
+        the fitted recipe is kept: it weighs channels per category pair, which a few products do not move."""
+        if new.ids and (sorted(new.visual) != sorted(self.feats.visual) or sorted(new.text) != sorted(self.feats.text)):
+            raise ValueError(f"new items have channels {new.channels}, the model {self.feats.channels}")
+        gone = drop | set(new.ids)
+        keep = [i for i, pid in enumerate(self.feats.ids) if pid not in gone]
+        base = self.feats.subset(keep)
+        if new.ids:
+            base = ItemFeatures(base.ids + new.ids, base.categories + new.categories,
+                                {k: np.concatenate([v, new.visual[k].astype(v.dtype)]) for k, v in base.visual.items()},
+                                {k: v + new.text[k] for k, v in base.text.items()}, base.info)
+        return GoesWith(base, self.recipe, self.info, [self.image_hashes[i] for i in keep] + list(image_hashes))
+
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
         folder = Path(folder)
@@ -188,6 +208,7 @@ class GoesWith:
             "recipe": self.recipe.name, "recipe_state": self.recipe.state(), "info": self.info,
             "ids": self.feats.ids, "categories": self.feats.categories, "feature_info": self.feats.info,
             "text": {k: [sorted(t) for t in v] for k, v in self.feats.text.items()},
+            "image_hashes": self.image_hashes,
         })
 
     @classmethod
@@ -202,7 +223,7 @@ class GoesWith:
         feats = ItemFeatures(meta["ids"], meta["categories"], visual, text, meta.get("feature_info", {}))
         recipe = create_recipe(meta["recipe"], **meta.get("recipe_state", {}).get("params", {}))
         recipe.load(meta.get("recipe_state", {}))
-        return cls(feats, recipe, meta.get("info"))
+        return cls(feats, recipe, meta.get("info"), meta.get("image_hashes"))
 
     def describe(self) -> str:
         return json.dumps({"recipe": self.recipe.name, "items": len(self.feats.ids),
@@ -216,13 +237,17 @@ def workspace_texts(titles: Sequence[str], attributes: Sequence[dict[str, Any]])
             "attributes": [" ".join(str(v) for v in a.values() if v is not None) for a in attributes]}
 
 
-def default_model(ids: list[str], categories: list[str | None], vectors: np.ndarray,
-                  titles: Sequence[str], attributes: Sequence[dict[str, Any]]) -> GoesWith:
-    """Goes-with before any ``--fit``: the build encoder's vectors plus text tokens, ``combined`` weights."""
+def vector_features(ids: list[str], categories: list[str | None], vectors: np.ndarray, titles: Sequence[str],
+                    attributes: Sequence[dict[str, Any]]) -> ItemFeatures:
+    """The unfitted model's features: the build encoder's vectors plus text tokens."""
     texts = workspace_texts(titles, attributes)
-    feats = ItemFeatures(list(ids), list(categories), {"vectors": vectors},
-                         {k: [tokens(x) for x in v] for k, v in texts.items()}, {"source": "build vectors"})
-    return GoesWith(feats, create_recipe("combined"), {"fitted": False})
+    return ItemFeatures(list(ids), list(categories), {"vectors": vectors},
+                        {k: [tokens(x) for x in v] for k, v in texts.items()}, {"source": BUILD_VECTORS})
+
+
+def default_model(feats: ItemFeatures, image_hashes: Sequence[str | None]) -> GoesWith:
+    """Goes-with before any ``--fit``: ``vector_features`` with the ``combined`` recipe's equal weights."""
+    return GoesWith(feats, create_recipe("combined"), {"fitted": False}, image_hashes)
 
 
 def fit_workspace(workspace: Path, recipe: str = "learned", links: Path | None = None, item_col: str = "item",
@@ -262,7 +287,8 @@ def fit_workspace(workspace: Path, recipe: str = "learned", links: Path | None =
         if not mapped.links:
             raise ValueError(f"no item of {links} matches a product id or image path of the workspace")
         rec.fit(feats, mapped)
-    model = GoesWith(feats, rec, info)
+    hashes = {p.id: p.image_hash for p in rows}
+    model = GoesWith(feats, rec, info, [hashes[i] for i in feats.ids])
     model.save(ws.models_dir("goes-with"))
     log.info("goes-with model saved: %s", model.describe())
     return model
