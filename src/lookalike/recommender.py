@@ -20,6 +20,7 @@ from PIL import Image
 from lookalike.catalogue import resolve_image_path
 from lookalike.encoders import Encoder, l2_normalise
 from lookalike.index.build import load_index
+from lookalike.live.event_feed import EventFeed
 from lookalike.pipeline import EXACT_SIMILAR_LIMIT, codes, open_encoder
 from lookalike.recommend.filters import AttributeTable, FilterSpec, fetch_filtered, select_with_crowding
 from lookalike.recommend.goes_with import GoesWith, UnknownCategoryError, vector_features
@@ -103,6 +104,7 @@ class Recommender:
         # a fitted category router (recommend/router.py) predicts the category for route=auto when present
         self.router: CategoryRouter | None = load_router(workspace.root)
         self._goes_with: GoesWith | None = None
+        self.event_feed: EventFeed | None = None  # other processes' events, polled by live/follower.py
         self._goes_with_lock = threading.Lock()
         self.index = load_index(workspace.index_dir(encoder_name)) if len(ids) > EXACT_SIMILAR_LIMIT else None
 
@@ -138,7 +140,9 @@ class Recommender:
             rec.encoder  # noqa: B018 - load the model now, not on the first request
             if rec.router is not None:
                 rec.router.encoder  # noqa: B018
-        rec.feedback.load(store.event_counts())
+        top = store.max_event_id()  # first: an event stored meanwhile is folded in by the feed, once
+        rec.feedback.load(store.event_counts(up_to=top))
+        rec.event_feed = EventFeed(rec.feedback, store, top)
         log.info("opened %s: %d products, encoder %s, in %.1fs", ws.root, len(ids), enc_name, time.perf_counter() - t0)
         return rec
 

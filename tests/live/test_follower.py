@@ -91,3 +91,35 @@ def test_process_lock_excludes_a_second_holder(fresh_ws: Path) -> None:
     assert order == ["main", "other"]
     with pytest.raises(ValueError, match="valid"), changes.process_lock(store, "nope"):
         pass
+
+
+def test_click_statistics_reach_every_process_once(fresh_ws: Path) -> None:
+    """Events one process accepts count there at once, in the other on its poll, and never twice."""
+    from lookalike.service.routes.events import EventIn, store_events
+    from lookalike.store.tables import Event
+
+    up_a, up_b = pair(fresh_ws)
+    a, b = up_a.rec, up_b.rec
+    assert a.event_feed is not None and b.event_feed is not None
+    store_events(a, [EventIn(type="impression", product_id="p0004", source_product_id="p0000", position=3),
+                     EventIn(type="click", product_id="p0004", source_product_id="p0000", position=3)])
+    assert a.feedback.total_c == 1 and b.feedback.total_c == 0
+    assert b.event_feed.catch_up() == 2 and a.event_feed.catch_up() == 0  # a counted its own already
+    assert b.feedback.pairs == a.feedback.pairs and b.event_feed.catch_up() == 0
+
+    # PostgreSQL may commit ids out of order: an id below the highest seen, committed late, still counts once
+    def insert(id_: int) -> None:
+        with a.store.session() as s, s.begin():
+            s.add(Event(id=id_, type="click", product_id="p0008", source_product_id="p0000", position=0))
+
+    high = b.event_feed.high
+    insert(high + 5)
+    assert b.event_feed.catch_up() == 1
+    insert(high + 2)
+    insert(high + 9)
+    assert b.event_feed.catch_up() == 2 and b.feedback.total_c == 4
+
+    # a process started now loads every stored event once
+    c = Recommender.open(fresh_ws, load_encoder=False)
+    assert c.feedback.pairs == b.feedback.pairs and c.feedback.total_c == 4
+    assert Updater(c, index_sync=False).follower.events.catch_up() == 0  # type: ignore[union-attr]

@@ -1,6 +1,7 @@
 """Two real `lookalike serve` processes on one PostgreSQL store with pgvector vectors (issue 9): a write
 acknowledged by one is served by the other at once (new products, attribute filters, similar lists,
-deletions), and the shared pgvector index follows."""
+goes-with, deletions), clicks accepted by one re-rank the other's lists within a poll, and the shared
+pgvector index follows."""
 from __future__ import annotations
 
 import json
@@ -63,6 +64,9 @@ def test_two_replicas_serve_each_others_writes_at_once(pg_url: str, tmp_path: Pa
         with httpx.Client(base_url=base_a, timeout=30) as ca, httpx.Client(base_url=base_b, timeout=30) as cb:
             assert lists(ca) == lists(cb)
 
+            # B's goes-with model is loaded before the write, so it must catch up with n1 itself
+            assert len(cb.get("/api/products/p0000/goes-with", params={"category": "square"}).json()["data"]) == 10
+
             # a new product, written through A, read through B on the very next request
             r = add(ca, "n1", 1)
             assert r.status_code == 201, r.text
@@ -72,6 +76,30 @@ def test_two_replicas_serve_each_others_writes_at_once(pg_url: str, tmp_path: Pa
             assert after == lists(ca) and len(after["n1"]) == 10
             assert any("n1" in ids for pid, ids in after.items() if pid != "n1"), "n1 entered no list on B"
             assert add(cb, "n1", 1).status_code == 409  # ids stay unique across replicas
+            gw = cb.get("/api/products/n1/goes-with", params={"category": "square", "k": 3}).json()["data"]
+            assert len(gw) == 3
+            assert "n1" in [it["product"]["id"] for it in
+                            cb.get("/api/products/p0001/goes-with", params={"category": "circle", "k": 100}).json()["data"]]
+
+            # clicks accepted by A re-rank B's list too, once B's poll (every second) folds them in
+            shown = [it["product"]["id"] for it in
+                     ca.get("/api/products/p0002/similar", params={"k": 10, "rerank": "none"}).json()["data"]]
+            events = [{"type": "impression", "product_id": pid, "source_product_id": "p0002", "position": i}
+                      for i, pid in enumerate(shown)]
+            events += [{"type": "click", "product_id": shown[-1], "source_product_id": "p0002", "position": 9}] * 5
+            for _ in range(20):
+                assert ca.post("/api/events", json=events).status_code == 202
+
+            def order(c: httpx.Client) -> list[str]:
+                return [it["product"]["id"] for it in
+                        c.get("/api/products/p0002/similar", params={"k": 10}).json()["data"]]
+
+            clicked = order(ca)
+            assert shown[-1] in clicked[:5]  # A counts its own clicks at once; B, without them, shows `shown`
+            deadline = time.monotonic() + 15
+            while order(cb) != clicked and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert order(cb) == clicked
 
             # an attribute change through B filters on A at once
             assert cb.patch("/api/products/p0003", headers=H, json={"attributes": {"colour": "Teal"}}).status_code == 200

@@ -13,6 +13,9 @@ Replay, for the entries of one catch-up, in ``seq`` order:
    product this process does not know yet (written after the feed was read) is left out until the next
    catch-up, which re-reads that list because the newer entry names it too.
 
+The background poll also folds other processes' click events into the re-ranking statistics
+(live/event_feed.py); those are not consistency-critical, so requests do not wait for them.
+
 Replaying an entry whose effect is already in memory (written before this process loaded the store, but
 after it read the feed position) changes nothing, so start-up reads the position first, then the store.
 """
@@ -48,6 +51,9 @@ class Follower:
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
         self.probe = changes.FeedProbe(updater.rec.store, updater.rec.encoder_name)
+        self.events = updater.rec.event_feed  # click statistics: other processes' events, on the poll only
+        if self.events is not None:
+            self.events.following = True
 
     # ---- the background poll ----------------------------------------------------------------------
     def start(self) -> None:
@@ -67,6 +73,8 @@ class Follower:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.catch_up()
+                if self.events is not None:
+                    self.events.catch_up()
                 if time.monotonic() - self._last_prune > 3600:
                     self._last_prune = time.monotonic()
                     pruned = changes.prune(self.rec.store, self.retention_hours)

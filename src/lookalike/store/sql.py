@@ -248,9 +248,23 @@ class Store:
         with self.session() as s, s.begin():
             s.add(Event(type=type, product_id=product_id, source_product_id=source_product_id, position=position))
 
-    def event_counts(self) -> list[tuple[str, str, str | None, int | None, int]]:
-        """(type, product_id, source_product_id, position, count) over every stored event, aggregated in SQL."""
-        q = (select(Event.type, Event.product_id, Event.source_product_id, Event.position, func.count())
-             .group_by(Event.type, Event.product_id, Event.source_product_id, Event.position))
+    def event_counts(self, up_to: int | None = None) -> list[tuple[str, str, str | None, int | None, int]]:
+        """(type, product_id, source_product_id, position, count) over every stored event (with an id up to
+        ``up_to``), aggregated in SQL."""
+        q = select(Event.type, Event.product_id, Event.source_product_id, Event.position, func.count())
+        if up_to is not None:
+            q = q.where(Event.id <= up_to)
+        q = q.group_by(Event.type, Event.product_id, Event.source_product_id, Event.position)
+        with self.engine.connect() as c:
+            return [tuple(r) for r in c.execute(q)]  # type: ignore[misc]
+
+    def max_event_id(self) -> int:
+        with self.engine.connect() as c:
+            return int(c.scalar(select(func.max(Event.id))) or 0)
+
+    def events_after(self, after: int) -> list[tuple[int, str, str, str | None, int | None]]:
+        """(id, type, product_id, source_product_id, position) of the events with an id above ``after``."""
+        q = (select(Event.id, Event.type, Event.product_id, Event.source_product_id, Event.position)
+             .where(Event.id > after).order_by(Event.id))
         with self.engine.connect() as c:
             return [tuple(r) for r in c.execute(q)]  # type: ignore[misc]

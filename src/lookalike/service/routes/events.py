@@ -1,7 +1,8 @@
 """``POST /api/events``: impressions, clicks and adds to cart from the similar-products carousel.
 
 Events are stored (table ``events``) and folded into the click statistics that re-rank similar lists
-(recommend/rerank.py) as soon as they are accepted. The body is one event or a JSON array of up to
+(recommend/rerank.py) as soon as they are accepted; other processes serving the same store fold them in on
+their next poll (live/event_feed.py). The body is one event or a JSON array of up to
 ``MAX_BATCH`` (a carousel reports its impressions in one request). Shoppers' browsers send these, so no
 write key is needed; with LOOKALIKE_REQUIRE_KEY_FOR_READS the read key is.
 """
@@ -45,8 +46,12 @@ _BODY = TypeAdapter(EventIn | list[EventIn])
 def store_events(rec: Recommender, events: list[EventIn]) -> None:
     """One transaction for the batch, then the in-memory statistics (so a failed commit counts nothing)."""
     with rec.store.session() as s, s.begin():
-        s.add_all([Event(type=e.type, product_id=e.product_id, source_product_id=e.source_product_id,
-                         position=e.position) for e in events])
+        rows = [Event(type=e.type, product_id=e.product_id, source_product_id=e.source_product_id,
+                      position=e.position) for e in events]
+        s.add_all(rows)
+        s.flush()
+        if rec.event_feed is not None:  # counted here, so the feed must not fold them in again
+            rec.event_feed.own([r.id for r in rows])
     for e in events:
         rec.feedback.add(e.type, e.product_id, e.source_product_id, e.position)
 
