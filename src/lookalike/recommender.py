@@ -104,8 +104,8 @@ class Recommender:
         # a fitted category router (recommend/router.py) predicts the category for route=auto when present
         self.router: CategoryRouter | None = load_router(workspace.root)
         self._goes_with: GoesWith | None = None
-        self.event_feed: EventFeed | None = None  # other processes' events, polled by live/follower.py
         self._goes_with_lock = threading.Lock()
+        self.event_feed: EventFeed | None = None  # other processes' events, polled by live/follower.py
         self.index = load_index(workspace.index_dir(encoder_name)) if len(ids) > EXACT_SIMILAR_LIMIT else None
 
     # ---- loading ----------------------------------------------------------------------------------
