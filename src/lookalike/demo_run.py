@@ -22,8 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workspace", type=Path, default=Path("workspaces/demo"))
     ap.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
     ap.add_argument("--limit", type=int, default=10000)
-    # the weight-free descriptor encodes ~300 img/s on 2 cores, so the demo is serving in about a minute;
-    # pretrained Lite0 (the build default when its weights resolve) needs ~20 min for 10k images on a CPU
+    # the weight-free descriptor keeps the demo's first start short on any CPU: on the 2-core machines this
+    # was measured on it encoded 380 img/s (pretrained Lite0, the build default, 130 img/s), and an older
+    # 2-core VM was about 4x slower at both
     ap.add_argument("--encoder", default="color-texture")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
