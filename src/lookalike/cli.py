@@ -372,6 +372,9 @@ def goes_with(
                                                   "available (--no-pretrained: random weights)")] = True,
     cnn: Annotated[bool, typer.Option(help="with --fit: Gram style blocks from the CNN (--no-cnn: colour and "
                                            "text only, much faster on a big catalogue)")] = True,
+    type_attribute: Annotated[str | None, typer.Option(help="with --fit and --links: the attribute holding each "
+                                                            "product's type, finer than its category (e.g. "
+                                                            "'Coffee table'); adds a learned type-affinity channel")] = None,
 ) -> None:
     """Products of another category that go with a product (the table for this chair).
 
@@ -385,7 +388,7 @@ def goes_with(
 
     if fit:
         model = fit_workspace(workspace, recipe or ("learned" if links else "combined"), links, item_col, group_col,
-                              pretrained=pretrained, cnn=cnn)
+                              pretrained=pretrained, cnn=cnn, type_attribute=type_attribute)
         console.print(model.describe())
         if not product_id:
             return

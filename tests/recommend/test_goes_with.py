@@ -3,6 +3,7 @@ feature extraction on generated images and a workspace fit."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from lookalike.recommend.compat import LearnedRecipe
-from lookalike.recommend.cooccurrence import CoOccurrence, group_folds
+from lookalike.recommend.cooccurrence import CoOccurrence, TypeAffinity, group_folds
 from lookalike.recommend.goes_with import GoesWith, UnknownCategoryError, create_recipe, list_recipes
 from lookalike.recommend.goes_with_features import ItemFeatures, describe_items, tokens
 from lookalike.recommend.goes_with_live import TrackedProducts
@@ -174,6 +175,67 @@ def test_tracked_products_remember_what_changed() -> None:
     assert d.drain() == set()
 
 
+def test_type_affinity_by_hand() -> None:
+    # 4 rooms: outdoor chair + outdoor table twice, indoor chair + dining table, and a dining table alone
+    co = CoOccurrence([("oc1", "r1"), ("ot1", "r1"), ("oc2", "r2"), ("ot1", "r2"), ("ic", "r3"), ("dt", "r3"),
+                       ("dt", "r4"), ("vase", "r4")])
+    types = {"oc1": "Chair, outdoor", "oc2": "Chair, outdoor", "ot1": "Table, outdoor", "ic": "Chair",
+             "dt": "Table"}  # the vase has no known type: its room still counts, as a room with a table
+    aff = TypeAffinity.fit(types, co)
+    assert aff.groups == 4 and aff.count == {"Chair, outdoor": 2, "Table, outdoor": 2, "Chair": 1, "Table": 2}
+    assert aff.score("Chair, outdoor", "Table, outdoor") == pytest.approx(np.log(3 / (2 * 2 / 4 + 1)))
+    assert aff.score("Chair, outdoor", "Table") == pytest.approx(np.log(1 / (2 * 2 / 4 + 1)))
+    assert aff.score("Chair", "Table") == pytest.approx(np.log(2 / (1 * 2 / 4 + 1)))
+    assert aff.score("Sofa", "Table") == 0.0 and aff.score(None, "Table") == 0.0
+    np.testing.assert_allclose(aff.matrix(["Chair, outdoor"], ["Table, outdoor", "Table"])[0],
+                               [aff.score("Chair, outdoor", "Table, outdoor"), aff.score("Chair, outdoor", "Table")])
+    assert TypeAffinity.from_state(json.loads(json.dumps(aff.state()))) == aff
+
+
+def test_fitted_recipes_rank_by_type_when_nothing_else_tells() -> None:
+    """Colour and titles say nothing here; which table types share rooms with which chair types does."""
+    rng = np.random.default_rng(0)
+    n = 40
+    kinds = [("Chair, outdoor", "Table, outdoor"), ("Armchair", "Coffee table")]
+    ids, cats, types, links = [], [], [], []
+    for i in range(n):
+        ck, tk = kinds[i % 2]
+        ids += [f"c{i}", f"t{i}"]
+        cats += ["chair", "table"]
+        types += [ck, tk]
+        links += [(f"c{i}", f"room{i}"), (f"t{i}", f"room{i}")]
+    vis = rng.standard_normal((2 * n, 8)).astype(np.float32)
+    feats = ItemFeatures(ids, cats, {"colour": vis / np.linalg.norm(vis, axis=1, keepdims=True)}, {}, {}, types)
+    co = CoOccurrence(links)
+    chairs = [f"c{i}" for i in range(n)]
+    (test, held), _ = group_folds(chairs, co, n_folds=2, seed=0)
+
+    def type_share(model: GoesWith) -> float:  # share of each test chair's top 5 of its partner type
+        return float(np.mean([types[ids.index(h.product_id)] == kinds[int(c[1:]) % 2][1]
+                              for c in test for h in model.query(c, "table", k=5)]))
+
+    plain = GoesWith(feats, create_recipe("combined"))
+    assert plain.recipe.channel_names(feats) == ["visual:colour"]  # no links: no type channel
+    for name in ("combined", "learned"):
+        rec = create_recipe(name)
+        rec.fit(feats, co.without_groups(held))
+        assert rec.channel_names(feats) == ["visual:colour", "type"]
+        assert type_share(GoesWith(feats, rec)) > 0.9, name
+    assert type_share(plain) < 0.7  # about half: two table types, picked at random
+
+
+def test_a_saved_model_keeps_its_types_and_affinity(tmp_path: Path) -> None:
+    feats = ItemFeatures(["c", "t1", "t2"], ["chair", "table", "table"],
+                         {"colour": np.eye(3, dtype=np.float32)}, {}, {}, ["Chair, outdoor", "Table, outdoor", "Table"])
+    rec = create_recipe("combined")
+    rec.fit(feats, CoOccurrence([("c", "r1"), ("t1", "r1"), ("t2", "r2")]))
+    GoesWith(feats, rec).save(tmp_path / "gw")
+    again = GoesWith.load(tmp_path / "gw")
+    assert again.feats.types == feats.types and again.recipe.affinity == rec.affinity
+    assert [h.product_id for h in again.query("c", "table", k=2)] == ["t1", "t2"]
+    assert "type" in json.loads(again.describe())["channels"]
+
+
 # ---- features on generated images ------------------------------------------------------------------
 def test_describe_items_on_generated_images(tmp_path: Path) -> None:
     # hues in the middle of their histogram bins, so no jitter can push a colour into the next bin
@@ -237,3 +299,12 @@ def test_fit_workspace_and_recommender(tmp_path: Path, tiny_catalogue: Path) -> 
     assert hits[0].product.attributes.get("colour") == colour
     with pytest.raises(UnknownCategoryError):
         rec.goes_with("p0000", "hexagon")
+    # a product type finer than the category, from an attribute: one more channel, learned from the links
+    with pytest.raises(ValueError, match="no product has the attribute 'kind'; the attributes are: .*colour"):
+        fit_workspace(ws, "combined", links, item_col="sku", group_col="outfit", cnn=False, show_progress=False,
+                      num_workers=0, type_attribute="kind")
+    typed = fit_workspace(ws, "combined", links, item_col="sku", group_col="outfit", cnn=False,
+                          show_progress=False, num_workers=0, type_attribute="colour")
+    assert typed.recipe.channel_names(typed.feats)[-1] == "type" and typed.info["type_attribute"] == "colour"
+    hits = Recommender.open(ws, load_encoder=False).goes_with("p0001", "circle", k=2)
+    assert [h.product.attributes.get("colour") for h in hits] == [rows[1]["colour"]] * 2  # single-colour outfits

@@ -49,6 +49,7 @@ class IkeaGoesWith:
     links: CoOccurrence  # item_room.csv keyed by image path
     names: dict[str, str]
     colours: dict[str, str]
+    types: dict[str, str]  # article number -> IKEA product type ("Coffee table"), from the manifest's label
 
     @classmethod
     def load(cls, datasets: Path) -> IkeaGoesWith:
@@ -61,12 +62,13 @@ class IkeaGoesWith:
             for r in csv.DictReader(f):
                 gold[r["chair_path"]].add(r["table_path"])
         tables = sorted(f"images/{TARGET}/{p.name}" for p in (root / "images" / TARGET).glob("*.jpg"))
-        names, colours = {}, {}
+        names, colours, types = {}, {}, {}
         with (root / "manifest.csv").open(newline="") as f:
             for r in csv.DictReader(f):
-                names[r["group"]], colours[r["group"]] = r.get("name", ""), r.get("color", "")
+                g = r["group"]
+                names[g], colours[g], types[g] = r.get("name", ""), r.get("color", ""), r.get("label", "")
         links = CoOccurrence.from_csv(root / "item_room.csv", item="item_path", group="room_path")
-        return cls(root, sorted(gold), tables, dict(gold), links, names, colours)
+        return cls(root, sorted(gold), tables, dict(gold), links, names, colours, types)
 
     def features(self, pretrained: bool, text: bool = True, gram: bool = True) -> ItemFeatures:
         paths = self.chairs + self.tables
@@ -75,7 +77,8 @@ class IkeaGoesWith:
         stems = [Path(p).stem for p in paths]
         texts = {"title": [self.names.get(s, "") for s in stems], "color": [self.colours.get(s, "") for s in stems]}
         feats, failed = describe_items(paths, cats, [self.root / p for p in paths], texts if text else None,
-                                       pretrained=pretrained, gram=gram)
+                                       pretrained=pretrained, gram=gram,
+                                       types=[self.types.get(s) or None for s in stems])
         if failed:
             log.warning("%d benchmark images could not be read: %s", len(failed), failed[:5])
         return feats
@@ -95,6 +98,11 @@ def without_text(feats: ItemFeatures) -> ItemFeatures:
     return ItemFeatures(feats.ids, feats.categories, feats.visual, {}, feats.info)
 
 
+def feature_sets(feats: ItemFeatures) -> list[tuple[str, ItemFeatures]]:
+    """What each run may read: pixels only; + title and colour words; + product types (type affinity)."""
+    return [("visual", without_text(feats)), ("visual+text", feats.without_types()), ("visual+text+type", feats)]
+
+
 def cross_validate(bench: IkeaGoesWith, feats: ItemFeatures, recipe: str, folds: list[tuple[list[str], set[str]]],
                    **params: Any) -> list[float]:
     """HR@n of ``recipe``, each fold's chairs ranked by a recipe fitted without that fold's rooms."""
@@ -102,7 +110,7 @@ def cross_validate(bench: IkeaGoesWith, feats: ItemFeatures, recipe: str, folds:
     ranked, gold = [], []
     for test, held in folds:
         rec = create_recipe(recipe, **params)
-        if rec.needs_links:
+        if rec.needs_links or feats.types is not None:  # the type affinity is learned from the links too
             train = bench.links.without_groups(held)
             assert not (train.groups & held), "a held-out room leaked into training"
             rec.fit(feats, train)
@@ -140,10 +148,10 @@ def run_benchmark(datasets: Path, recipes: tuple[str, ...] = ("style", "colour",
         feats = bench.features(pretrained=(w == "package"), gram=gram)
         run: dict[str, Any] = {"gram_weights": feats.info.get("gram_weights"), "failed_images": feats.info["failed"],
                                "feature_s": round(time.perf_counter() - t, 1)}
-        for fs_name, fs in (("visual", without_text(feats)), ("visual+text", feats)):
+        for fs_name, fs in feature_sets(feats):
             for r in recipes:
-                if fs_name == "visual+text" and r in ("style", "colour"):
-                    continue  # they read no text channel: the same figures as the visual run
+                if fs_name != "visual" and r in ("style", "colour"):
+                    continue  # they read no text or type channel: the same figures as the visual run
                 if r == "style" and not gram:
                     continue  # no Gram blocks to read
                 hr = cross_validate(bench, fs, r, folds)

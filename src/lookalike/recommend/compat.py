@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 Problem = tuple[np.ndarray, np.ndarray]  # z-scored channels (q, n, K), row-normalised targets (q, n)
 
 
-def _problem(feats: ItemFeatures, pairs: list[tuple[int, int]]) -> Problem:
+def _problem(recipe: GoesWithRecipe, feats: ItemFeatures, pairs: list[tuple[int, int]]) -> Problem:
     """One softmax problem per source item: candidates are all items of the target's category."""
     tcat = feats.categories[pairs[0][1]]
     cand = feats.rows_of(tcat)  # type: ignore[arg-type]
@@ -35,10 +35,10 @@ def _problem(feats: ItemFeatures, pairs: list[tuple[int, int]]) -> Problem:
     for s, t in pairs:
         by_src[s].add(where[t])
     srcs = sorted(by_src)
-    z = np.empty((len(srcs), len(cand), len(feats.channels)), np.float32)
+    z = np.empty((len(srcs), len(cand), len(recipe.channel_names(feats))), np.float32)
     y = np.zeros((len(srcs), len(cand)), np.float64)
     for a, s in enumerate(srcs):  # source and target categories differ, so s is never a candidate
-        z[a] = zscore(feats.channel_scores(np.asarray([s]), cand))[0]
+        z[a] = zscore(recipe.channel_stack(feats, np.asarray([s]), cand))[0]
         y[a, sorted(by_src[s])] = 1.0
     return z, y / y.sum(axis=1, keepdims=True)
 
@@ -81,7 +81,8 @@ class LearnedRecipe(GoesWithRecipe):
         """Learn from every co-occurring pair of items of different categories in ``links`` (ids = item ids)."""
         if links is None:
             raise ValueError("the learned recipe needs co-occurrence links: a CSV of (item, group) pairs")
-        self.channels = feats.channels
+        super().fit(feats, links)  # the type affinity, when the items carry types: one more channel to weigh
+        self.channels = self.channel_names(feats)
         prior = np.ones(len(self.channels))
         known = [i for i in links.items if i in feats.pos]
         by_pair: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
@@ -91,7 +92,7 @@ class LearnedRecipe(GoesWithRecipe):
             if ca is not None and cb is not None and ca != cb:
                 by_pair[(ca, cb)].append((i, j))
         self.pair_counts = {k: len(v) for k, v in by_pair.items()}
-        problems = {k: _problem(feats, v) for k, v in by_pair.items()}
+        problems = {k: _problem(self, feats, v) for k, v in by_pair.items()}
         if not problems:
             log.warning("learned: no co-occurring pair of items of different categories; using equal weights")
             self.global_weights = prior
@@ -116,12 +117,13 @@ class LearnedRecipe(GoesWithRecipe):
         return [t for _, t in sorted(got, reverse=True)]
 
     def state(self) -> dict[str, Any]:
-        return {"params": self.params, "channels": self.channels,
+        return {**super().state(), "channels": self.channels,
                 "global": None if self.global_weights is None else self.global_weights.tolist(),
                 "pairs": [[s, t, w.tolist()] for (s, t), w in self.pair_weights.items()],
                 "counts": [[s, t, n] for (s, t), n in self.pair_counts.items()]}
 
     def load(self, state: dict[str, Any]) -> None:
+        super().load(state)
         self.channels = list(state.get("channels", []))
         g = state.get("global")
         self.global_weights = None if g is None else np.asarray(g, np.float64)

@@ -127,3 +127,58 @@ def group_folds(test_items: Iterable[str], co: CoOccurrence, n_folds: int = 5,
         held = set().union(*(co.groups_of(it) for it in fold)) if fold else set()
         out.append((sorted(fold), held))
     return out
+
+
+@dataclass
+class TypeAffinity:
+    """How much more often two product types share a group (room, outfit, basket) than chance would have it:
+    smoothed pointwise mutual information over groups, ``log((n_ab + 1) / (n_a * n_b / N + 1))``.
+
+    Why: a category such as "dining table" mixes types (dining, coffee, bedside, outdoor and children's
+    tables), and which of them go with a chair depends on the chair's own type (an outdoor chair stands by an
+    outdoor table, an armchair by a coffee table). Types never seen in a group score 0.
+    """
+
+    groups: int = 0
+    count: dict[str, int] = field(default_factory=dict)  # type -> groups holding it
+    joint: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, type) -> groups holding both
+
+    @classmethod
+    def fit(cls, types: dict[str, str], links: CoOccurrence) -> TypeAffinity:
+        """``types``: item -> type, for the items of ``links`` whose type is known."""
+        out = cls()
+        for group in sorted(links.groups):
+            ts = sorted({types[i] for i in links.items_in(group) if types.get(i)})
+            if not ts:
+                continue
+            out.groups += 1
+            for a in ts:
+                out.count[a] = out.count.get(a, 0) + 1
+                for b in ts:
+                    out.joint[(a, b)] = out.joint.get((a, b), 0) + 1
+        return out
+
+    def score(self, a: str | None, b: str | None) -> float:
+        if not a or not b or a not in self.count or b not in self.count:
+            return 0.0
+        expected = self.count[a] * self.count[b] / self.groups
+        return float(np.log((self.joint.get((a, b), 0) + 1) / (expected + 1)))
+
+    def matrix(self, src: list[str | None], tgt: list[str | None]) -> np.ndarray:
+        """(len(src), len(tgt)) scores, each distinct type pair computed once."""
+        memo: dict[tuple[str | None, str | None], float] = {}
+        out = np.empty((len(src), len(tgt)), np.float32)
+        for i, a in enumerate(src):
+            for j, b in enumerate(tgt):
+                if (a, b) not in memo:
+                    memo[(a, b)] = self.score(a, b)
+                out[i, j] = memo[(a, b)]
+        return out
+
+    def state(self) -> dict[str, object]:
+        return {"groups": self.groups, "count": self.count, "joint": [[a, b, n] for (a, b), n in self.joint.items()]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> TypeAffinity:
+        return cls(int(state["groups"]), dict(state["count"]),  # type: ignore[arg-type,call-overload]
+                   {(a, b): int(n) for a, b, n in state["joint"]})  # type: ignore[union-attr,misc]

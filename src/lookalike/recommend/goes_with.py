@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.io_utils import atomic_write, read_json, write_json
-from lookalike.recommend.cooccurrence import CoOccurrence
+from lookalike.recommend.cooccurrence import CoOccurrence, TypeAffinity
 from lookalike.recommend.goes_with_features import ItemFeatures, tokens
 from lookalike.registry import Registry
 
@@ -49,16 +49,43 @@ def zscore(channels: np.ndarray) -> np.ndarray:
 
 
 class GoesWithRecipe:
-    """Base recipe: fixed channel weights; ``learned`` overrides ``fit`` and ``weights``."""
+    """Base recipe: fixed channel weights; ``learned`` overrides ``fit`` and ``weights``.
+
+    Fitted on co-occurrence links, every recipe also learns which product *types* share groups
+    (``TypeAffinity``). When the items carry types (``ItemFeatures.types``), that adds a ``type`` channel after
+    the feature channels: it ranks an outdoor table above a bedside one for an outdoor chair, which no
+    picture or title comparison can tell."""
 
     name = "recipe"
     needs_links = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params
+        self.affinity: TypeAffinity | None = None
 
     def fit(self, feats: ItemFeatures, links: CoOccurrence | None = None) -> None:
-        """Nothing to learn for the fixed recipes."""
+        """Learn the type affinity when there are links and typed items (the fixed weights need nothing)."""
+        self.affinity = None
+        if links is not None and feats.types is not None:
+            types = {pid: t for pid, t in zip(feats.ids, feats.types) if t}
+            self.affinity = TypeAffinity.fit(types, links)
+            log.info("%s: type affinity over %d types from %d groups", self.name, len(self.affinity.count),
+                     self.affinity.groups)
+
+    def uses_types(self, feats: ItemFeatures) -> bool:
+        return self.affinity is not None and feats.types is not None
+
+    def channel_names(self, feats: ItemFeatures) -> list[str]:
+        return feats.channels + (["type"] if self.uses_types(feats) else [])
+
+    def channel_stack(self, feats: ItemFeatures, src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+        """(len(src), len(tgt), channels): the features' channel scores, then the type affinity if used."""
+        ch = feats.channel_scores(src, tgt)
+        if self.uses_types(feats):
+            assert self.affinity is not None and feats.types is not None
+            aff = self.affinity.matrix([feats.types[int(i)] for i in src], [feats.types[int(j)] for j in tgt])
+            ch = np.concatenate([ch, aff[..., None]], axis=-1)
+        return ch
 
     def channel_mask(self, channels: list[str]) -> np.ndarray:
         return np.ones(len(channels), np.float64)
@@ -71,18 +98,21 @@ class GoesWithRecipe:
 
     def score(self, feats: ItemFeatures, src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
         """(len(src), len(tgt)) scores; ``tgt`` rows must all be of one category."""
-        z = zscore(feats.channel_scores(src, tgt))
+        z = zscore(self.channel_stack(feats, src, tgt))
+        channels = self.channel_names(feats)
         tcat = feats.categories[int(tgt[0])] if len(tgt) else None
         out = np.empty((len(src), len(tgt)), np.float32)
         for a, i in enumerate(src):
-            out[a] = z[a] @ self.weights(feats.channels, feats.categories[int(i)], tcat)
+            out[a] = z[a] @ self.weights(channels, feats.categories[int(i)], tcat)
         return out
 
     def state(self) -> dict[str, Any]:
-        return {"params": self.params}
+        return {"params": self.params, "affinity": None if self.affinity is None else self.affinity.state()}
 
     def load(self, state: dict[str, Any]) -> None:
-        """Restore what ``state`` returned (nothing for the fixed recipes)."""
+        """Restore what ``state`` returned."""
+        aff = state.get("affinity")
+        self.affinity = None if aff is None else TypeAffinity.from_state(aff)
 
 
 GOES_WITH: Registry[GoesWithRecipe] = Registry("goes-with recipe")
@@ -104,7 +134,8 @@ class ColourRecipe(GoesWithRecipe):
         return np.asarray([c == "visual:colour" for c in channels], np.float64)
 
 
-@GOES_WITH.register("combined", help="style + colour + title/attribute tokens, equal weights, nothing learned")
+@GOES_WITH.register("combined", help="style + colour + title/attribute tokens (+ type affinity when fitted on "
+                                     "links), equal weights")
 class CombinedRecipe(GoesWithRecipe):
     name = "combined"
 
@@ -189,9 +220,10 @@ class GoesWith:
         keep = [i for i, pid in enumerate(self.feats.ids) if pid not in gone]
         base = self.feats.subset(keep)
         if new.ids:
+            types = None if base.types is None else base.types + (new.types or [None] * len(new.ids))
             base = ItemFeatures(base.ids + new.ids, base.categories + new.categories,
                                 {k: np.concatenate([v, new.visual[k].astype(v.dtype)]) for k, v in base.visual.items()},
-                                {k: v + new.text[k] for k, v in base.text.items()}, base.info)
+                                {k: v + new.text[k] for k, v in base.text.items()}, base.info, types)
         return GoesWith(base, self.recipe, self.info, [self.image_hashes[i] for i in keep] + list(image_hashes))
 
     # ---- persistence -------------------------------------------------------------------------------
@@ -208,7 +240,7 @@ class GoesWith:
             "recipe": self.recipe.name, "recipe_state": self.recipe.state(), "info": self.info,
             "ids": self.feats.ids, "categories": self.feats.categories, "feature_info": self.feats.info,
             "text": {k: [sorted(t) for t in v] for k, v in self.feats.text.items()},
-            "image_hashes": self.image_hashes,
+            "image_hashes": self.image_hashes, "types": self.feats.types,
         })
 
     @classmethod
@@ -220,14 +252,16 @@ class GoesWith:
         with np.load(folder / FEATURES_NPZ) as z:
             visual = {k.split("__", 1)[1]: z[k].astype(np.float32) for k in z.files}
         text = {k: [frozenset(t) for t in v] for k, v in meta.get("text", {}).items()}
-        feats = ItemFeatures(meta["ids"], meta["categories"], visual, text, meta.get("feature_info", {}))
+        feats = ItemFeatures(meta["ids"], meta["categories"], visual, text, meta.get("feature_info", {}),
+                             meta.get("types"))
         recipe = create_recipe(meta["recipe"], **meta.get("recipe_state", {}).get("params", {}))
         recipe.load(meta.get("recipe_state", {}))
         return cls(feats, recipe, meta.get("info"), meta.get("image_hashes"))
 
     def describe(self) -> str:
         return json.dumps({"recipe": self.recipe.name, "items": len(self.feats.ids),
-                           "categories": len(self.categories), "channels": self.feats.channels, **self.info})
+                           "categories": len(self.categories), "channels": self.recipe.channel_names(self.feats),
+                           **self.info})
 
 
 # ---- a workspace's goes-with model ----------------------------------------------------------------------
@@ -235,6 +269,15 @@ def workspace_texts(titles: Sequence[str], attributes: Sequence[dict[str, Any]])
     """The text channels of a catalogue: the title, and every attribute value joined (colour, material...)."""
     return {"title": [t or "" for t in titles],
             "attributes": [" ".join(str(v) for v in a.values() if v is not None) for a in attributes]}
+
+
+def product_types(products: Sequence[Any], attribute: str) -> list[str | None]:
+    """Each product's ``attribute`` as its type; an error naming the attributes there are if none has it."""
+    types = [None if p.attributes.get(attribute) in (None, "") else str(p.attributes[attribute]) for p in products]
+    if products and not any(types):
+        seen = sorted({k for p in products for k in p.attributes})
+        raise ValueError(f"no product has the attribute {attribute!r}; the attributes are: {', '.join(seen)}")
+    return types
 
 
 def vector_features(ids: list[str], categories: list[str | None], vectors: np.ndarray, titles: Sequence[str],
@@ -252,11 +295,14 @@ def default_model(feats: ItemFeatures, image_hashes: Sequence[str | None]) -> Go
 
 def fit_workspace(workspace: Path, recipe: str = "learned", links: Path | None = None, item_col: str = "item",
                   group_col: str = "group", pretrained: bool = True, store_url: str | None = None,
-                  show_progress: bool = True, num_workers: int | None = None, cnn: bool = True) -> GoesWith:
+                  show_progress: bool = True, num_workers: int | None = None, cnn: bool = True,
+                  type_attribute: str | None = None) -> GoesWith:
     """Describe every product (Gram style blocks, colour, text), fit ``recipe`` and save it in the workspace.
 
     ``links`` is a CSV of (item, group) pairs; an item is a product id or a product's image path.
     ``cnn=False`` leaves the Gram blocks out (colour and text only): minutes saved on a big catalogue.
+    ``type_attribute`` names the attribute holding each product's type when it is finer than the category
+    (IKEA's "Coffee table" within "table"): with ``links``, the recipe then learns which types share groups.
     """
     from lookalike.catalogue import resolve_image_path
     from lookalike.recommend.goes_with_features import describe_items
@@ -274,10 +320,12 @@ def fit_workspace(workspace: Path, recipe: str = "learned", links: Path | None =
     rows = [p for p in store.iter_products() if p.image]
     paths = [resolve_image_path(ws.root, root, p.image) for p in rows]  # type: ignore[arg-type]
     texts = workspace_texts([p.title for p in rows], [p.attributes for p in rows])
+    types = product_types(rows, type_attribute) if type_attribute else None
     feats, failed = describe_items([p.id for p in rows], [p.category for p in rows], paths, texts,
                                    pretrained=pretrained, show_progress=show_progress, num_workers=num_workers,
-                                   gram=cnn)
-    info: dict[str, Any] = {"fitted": True, "recipe": recipe, "products": len(feats.ids), "failed": len(failed)}
+                                   gram=cnn, types=types)
+    info: dict[str, Any] = {"fitted": True, "recipe": recipe, "products": len(feats.ids), "failed": len(failed),
+                            "type_attribute": type_attribute}
     if links is not None:
         co = CoOccurrence.from_csv(Path(links), item=item_col, group=group_col)
         by_key = {p.id: p.id for p in rows} | {p.image: p.id for p in rows if p.image}

@@ -69,17 +69,21 @@ def tokens(text: Any) -> frozenset[str]:
 
 @dataclass
 class ItemFeatures:
-    """Per item (rows aligned with ``ids``): L2-normalised visual blocks and token sets of text fields."""
+    """Per item (rows aligned with ``ids``): L2-normalised visual blocks, token sets of text fields and,
+    optionally, a product type finer than the category (e.g. "Coffee table" in "dining table"), which a
+    recipe fitted on co-occurrence turns into a type-affinity channel (cooccurrence.TypeAffinity)."""
 
     ids: list[str]
     categories: list[str | None]
     visual: dict[str, np.ndarray] = field(default_factory=dict)
     text: dict[str, list[frozenset[str]]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    types: list[str | None] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
-        if len(self.categories) != n or any(len(v) != n for v in [*self.visual.values(), *self.text.values()]):
+        if len(self.categories) != n or any(len(v) != n for v in [*self.visual.values(), *self.text.values()]) \
+                or (self.types is not None and len(self.types) != n):
             raise ValueError("every feature block needs one row per item id")
         self.pos = {pid: i for i, pid in enumerate(self.ids)}
 
@@ -91,7 +95,11 @@ class ItemFeatures:
         rows = list(rows)
         return ItemFeatures([self.ids[i] for i in rows], [self.categories[i] for i in rows],
                             {k: v[rows] for k, v in self.visual.items()},
-                            {k: [v[i] for i in rows] for k, v in self.text.items()}, dict(self.info))
+                            {k: [v[i] for i in rows] for k, v in self.text.items()}, dict(self.info),
+                            None if self.types is None else [self.types[i] for i in rows])
+
+    def without_types(self) -> ItemFeatures:
+        return ItemFeatures(self.ids, self.categories, self.visual, self.text, self.info)
 
     def rows_of(self, category: str) -> np.ndarray:
         return np.asarray([i for i, c in enumerate(self.categories) if c == category], np.int64)
@@ -143,9 +151,9 @@ def gram_blocks(images: Sequence[ImageLike], pretrained: bool, show_progress: bo
 def describe_items(ids: list[str], categories: list[str | None], images: Sequence[ImageLike | Path],
                    texts: dict[str, list[Any]] | None = None, pretrained: bool = True,
                    show_progress: bool = False, num_workers: int | None = 0,
-                   gram: bool = True) -> tuple[ItemFeatures, list[str]]:
-    """Visual blocks and tokens of every item; items whose image fails are left out and returned by id.
-    ``gram=False`` skips the CNN (colour and text only: seconds instead of minutes, no torch)."""
+                   gram: bool = True, types: Sequence[str | None] | None = None) -> tuple[ItemFeatures, list[str]]:
+    """Visual blocks and tokens (and ``types``) of every item; items whose image fails are left out and
+    returned by id. ``gram=False`` skips the CNN (colour and text only: seconds instead of minutes, no torch)."""
     if gram:
         rows, blocks, _, source = gram_blocks(images, pretrained, show_progress, num_workers)
     else:
@@ -165,5 +173,6 @@ def describe_items(ids: list[str], categories: list[str | None], images: Sequenc
     if failed:
         log.warning("goes-with features: %d of %d images could not be read and were skipped", len(failed), len(ids))
     feats = ItemFeatures([ids[i] for i in keep], [categories[i] for i in keep], visual, text,
-                         {"gram_weights": source, "failed": len(failed)})
+                         {"gram_weights": source, "failed": len(failed)},
+                         None if types is None else [types[i] for i in keep])
     return feats, failed

@@ -4,9 +4,10 @@ was fitted, whether by the live API (in this process, or in another one through 
 
 Why no refit: a fit learns channel weights per category pair, and a few new products do not move those.
 What a new product lacks is only its own features. So each changed product is described again with the
-channels the model already has: the same Gram backbone and weights, the colour histogram, and the title and
-attribute tokens. For the unfitted default model that means the build vector instead. Deleted products
-leave the candidate lists. A product with no readable image still gets no goes-with list, as at fit time.
+channels the model already has: the same Gram backbone and weights, the colour histogram, the title and
+attribute tokens, and the product type when the fit used one. For the unfitted default model that means
+the build vector instead. Deleted products leave the candidate lists. A product with no readable image
+still gets no goes-with list, as at fit time.
 """
 from __future__ import annotations
 
@@ -78,8 +79,10 @@ def describe_like(model: GoesWith, rec: Recommender, ids: list[str]) -> ItemFeat
     rows = [rec.products[p] for p in keep]
     source = feats.info.get("gram_weights")
     gram = any(k.startswith("gram") for k in feats.visual)
+    attr = model.info.get("type_attribute")
     new, failed = describe_items(keep, [r.category for r in rows], [paths[p] for p in keep], _texts(rows),
-                                 pretrained=source not in NO_GRAM, gram=gram)
+                                 pretrained=source not in NO_GRAM, gram=gram,
+                                 types=[r.attributes.get(attr) or None for r in rows] if attr else None)
     if gram and new.ids and new.info.get("gram_weights") != source:
         # other weights give other Gram statistics: cosines against the fitted items would mean nothing
         log.warning("goes-with: the fit used %s weights, now %s resolves; %d changed product(s) left out "
