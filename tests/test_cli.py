@@ -55,3 +55,22 @@ def test_fit_router_says_what_to_fix(ws: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "test_efficientnet" in flat(r.output) and "Traceback" not in r.output
     r = runner.invoke(app, ["fit-router", str(ws), "--features", "pixels"])
     assert r.exit_code == 2 and "valid: pooled, logits" in flat(r.output)
+
+
+def test_goes_with_fit_says_what_to_fix(ws: Path, tmp_path: Path) -> None:
+    def flat(out: str) -> str:  # rich wraps the message inside a box
+        return " ".join(out.replace("│", " ").split())
+
+    import shutil
+
+    ws = Path(shutil.copytree(ws, tmp_path / "ws"))  # the fit writes a model: keep the shared workspace clean
+
+    r = runner.invoke(app, ["goes-with", str(ws), "--fit", "--recipe", "learned", "--no-cnn"])
+    assert r.exit_code == 2 and "give --links" in flat(r.output) and "Traceback" not in r.output
+    links = tmp_path / "links.csv"
+    links.write_text("item,group\np0000,o1\np0001,o1\n")
+    r = runner.invoke(app, ["goes-with", str(ws), "--fit", "--links", str(links), "--no-cnn", "--type-attribute", "kind"])
+    assert r.exit_code == 2 and "no product has the attribute 'kind'" in flat(r.output)
+    r = runner.invoke(app, ["goes-with", str(ws), "--fit", "--links", str(links), "--no-cnn", "--recipe", "combined",
+                            "--type-attribute", "colour"])
+    assert r.exit_code == 0 and '"type"' in flat(r.output), r.output

@@ -387,8 +387,11 @@ def goes_with(
     from lookalike.recommender import Recommender
 
     if fit:
-        model = fit_workspace(workspace, recipe or ("learned" if links else "combined"), links, item_col, group_col,
-                              pretrained=pretrained, cnn=cnn, type_attribute=type_attribute)
+        try:
+            model = fit_workspace(workspace, recipe or ("learned" if links else "combined"), links, item_col,
+                                  group_col, pretrained=pretrained, cnn=cnn, type_attribute=type_attribute)
+        except (ValueError, FileNotFoundError) as e:  # a bad option or unusable links: say what to change
+            raise typer.BadParameter(str(e)) from e
         console.print(model.describe())
         if not product_id:
             return
