@@ -236,3 +236,32 @@ def test_a_model_changed_in_place_is_encoded_again(workspace: Path, tmp_path: Pa
     assert not any("changed since" in m for m in caplog.messages)
     _, mirrored = VectorStore.for_encoder(ws, f"trained:{model}").load()
     assert np.abs(plain - mirrored).max() > 1e-3
+
+
+def test_evaluate_queries_only_products_the_model_held_out(workspace: Path, tmp_path: Path) -> None:
+    """A model has seen its training products: `lookalike evaluate` must not score it on them."""
+    from lookalike.evaluate.report import evaluate
+    from lookalike.pipeline import build
+    from lookalike.training.data import HELDOUT_JSON, heldout_ids
+
+    model_dir = find_model_dir(workspace)
+    held = heldout_ids(model_dir)
+    assert held and held == set(json.loads((model_dir / HELDOUT_JSON).read_text())["ids"])
+    meta = json.loads((model_dir / "training.json").read_text())
+    assert len(held) == meta["data"]["n_val"]
+    # a model trained before heldout.json existed: the split is recomputed from its training workspace
+    moved = tmp_path / "model"
+    import shutil
+
+    shutil.copytree(model_dir, moved)
+    (moved / HELDOUT_JSON).unlink()
+    assert heldout_ids(moved) == held
+
+    cat = Path(json.loads((workspace / "catalogue.json").read_text())["source"])
+    built = tmp_path / "built"
+    build(cat, built, encoder=f"trained:{workspace}", k=5, show_progress=False, num_workers=0)
+    rep = evaluate(built, label="category", queries=1000, out=tmp_path / "report")
+    assert set(rep.data["query_ids"]) <= held and len(rep.data["query_ids"]) == len(held)
+    assert rep.data["not_eligible"]["seen_in_training"] == meta["data"]["n_images"] - len(held)
+    assert "held out from its training" in rep.data["queries_from"]
+    assert "held out from its training" in rep.report_html.read_text()

@@ -115,7 +115,8 @@ th:first-child, td:first-child { text-align: left; }
 </style></head><body>
 <h1>Evaluation: {{ title }}</h1>
 <p class="note">Same-label retrieval with label <b>{{ label }}</b>: {{ n_queries }} queries sampled at random
-(seed {{ seed }}) among the {{ n_eligible }} products whose label is shared by another product; a result is
+(seed {{ seed }}) among the {{ n_eligible }} products whose label is shared by another product
+({{ query_source }}); a result is
 relevant when it has the query's label; the query itself is excluded (other products with an identical
 image are not, although the stored similar lists drop them). Ranking: exact inner-product search over
 each workspace's vectors{% if workspaces|length > 1 %}, restricted to the {{ n_shared }} product ids that every

@@ -33,7 +33,8 @@ class EvaluationReport:
 
     def summary(self) -> str:
         k = self.data["headline_k"]
-        lines = [f"queries    {self.data['queries']} (label {self.data['label']!r}, seed {self.data['seed']})"]
+        d = self.data
+        lines = [f"queries    {d['queries']} (label {d['label']!r}, seed {d['seed']}; from {d['queries_from']})"]
         for w in self.data["workspaces"]:
             o, lat = w["overall"], w["latency"].get("index") or w["latency"]["exact"]
             lines.append(f"{w['name']:<10} {w['encoder']}: " + "  ".join(f"{m}@{k}={o[f'{m}@{k}']:.3f}" for m in METRICS)
@@ -81,7 +82,8 @@ def evaluate(workspace: Path, label: str = "category", ks: Sequence[int] | str =
         raise ValueError("the compared workspaces share no product id: compare builds of the same catalogue")
     all_labels = dict(zip(main.ids, main.labels(label)))
     labels = {pid: all_labels[pid] for pid in shared}
-    query_ids, skipped = select_queries(shared, [labels[p] for p in shared], queries, seed)
+    among, query_source = held_out_queries(loaded)
+    query_ids, skipped = select_queries(shared, [labels[p] for p in shared], queries, seed, among)
     log.info("evaluating %d queries on %d workspace(s) over %d shared products", len(query_ids), len(loaded),
              len(shared))
     results = [evaluate_retrieval(w, query_ids, shared, labels, ks, latency_queries) for w in loaded]
@@ -94,7 +96,7 @@ def evaluate(workspace: Path, label: str = "category", ks: Sequence[int] | str =
     data: dict[str, Any] = {
         "label": label, "ks": ks, "headline_k": hk, "seed": seed, "queries": len(query_ids),
         "eligible_products": len(shared) - sum(skipped.values()), "shared_products": len(shared),
-        "not_eligible": skipped, "ranking": "exact inner-product search, query excluded",
+        "not_eligible": skipped, "queries_from": query_source, "ranking": "exact inner-product search, query excluded",
         "workspaces": [_ws_json(w, r, len(lw.ids)) for w, r, lw in zip(names, results, loaded)],
         "query_ids": query_ids,
     }
@@ -111,6 +113,7 @@ def evaluate(workspace: Path, label: str = "category", ks: Sequence[int] | str =
                       "rows": _grid_rows(rows, results, labels, thumbs, hk)})
     context = {
         "title": " vs ".join(names), "label": label, "n_queries": len(query_ids), "seed": seed,
+        "query_source": query_source,
         "n_eligible": data["eligible_products"], "n_shared": len(shared), "ks": ks, "grid_k": hk,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "workspaces": data["workspaces"],
         "metric_names": [f"{m}@{k}" for k in ks for m in METRICS], "bar_metric": bar_metric,
@@ -128,6 +131,31 @@ def evaluate(workspace: Path, label: str = "category", ks: Sequence[int] | str =
     write_json(metrics_json, data)
     log.info("wrote %s (%.2f MB) and %s", report_html, report_html.stat().st_size / 1e6, metrics_json)
     return EvaluationReport(out_dir, metrics_json, report_html, data)
+
+
+def held_out_queries(loaded: Sequence[LoadedWorkspace]) -> tuple[set[str] | None, str]:
+    """Where queries may come from: the products every ``trained:`` encoder held out from its training (a
+    model has seen the rest, which would flatter it), and a sentence saying so for the report."""
+    from lookalike.encoders.trained import find_model_dir
+    from lookalike.training.data import heldout_ids
+
+    among: set[str] | None = None
+    notes = []
+    for w in loaded:
+        if not w.encoder.startswith("trained:"):
+            continue
+        try:
+            held = heldout_ids(find_model_dir(Path(w.encoder.split(":", 1)[1])))
+        except (FileNotFoundError, KeyError, ValueError):
+            held = None
+        if held is None:
+            notes.append(f"{w.name}'s encoder was trained on this catalogue and its held-out split could not be "
+                         "recovered: its figures may be flattered by products it trained on")
+            log.warning(notes[-1])
+            continue
+        among = held if among is None else among & held
+        notes.append(f"the {len(held)} products {w.encoder} held out from its training")
+    return among, "; ".join(notes) or "any product"
 
 
 def _ws_json(name: str, r: RetrievalResult, n_products: int) -> dict[str, Any]:

@@ -79,8 +79,10 @@ class LoadedWorkspace:
             return None
 
 
-def select_queries(ids: list[str], labels: list[str | None], n: int, seed: int = 0) -> tuple[list[str], dict[str, int]]:
-    """A seeded random sample of ``n`` products that have a label shared by at least one other product.
+def select_queries(ids: list[str], labels: list[str | None], n: int, seed: int = 0,
+                   among: set[str] | None = None) -> tuple[list[str], dict[str, int]]:
+    """A seeded random sample of ``n`` products that have a label shared by at least one other product (and
+    are in ``among``, when given: e.g. the products a trained encoder held out).
 
     Returns the query ids (sorted by position in ``ids``) and how many products were not eligible, and why.
     """
@@ -93,6 +95,9 @@ def select_queries(ids: list[str], labels: list[str | None], n: int, seed: int =
     eligible = [i for i, v in enumerate(labels) if v is not None and counts[v] >= 2]
     skipped = {"no_label": sum(v is None for v in labels),
                "label_of_one_product": sum(1 for v in labels if v is not None and counts[v] < 2)}
+    if among is not None:
+        skipped["seen_in_training"] = sum(1 for i in eligible if ids[i] not in among)
+        eligible = [i for i in eligible if ids[i] in among]
     if not eligible:
         raise ValueError("no product has a label shared with another product: nothing to evaluate")
     rng = np.random.default_rng(seed)

@@ -120,6 +120,32 @@ def split_validation(ids: Sequence[str], hashes: Sequence[str | None], val_frac:
     return mask
 
 
+HELDOUT_JSON = "heldout.json"
+
+
+def heldout_ids(model_dir: Path) -> set[str] | None:
+    """The product ids a trained model held out for validation, or None when that cannot be told.
+
+    Why: a model has seen its training products, so retrieval measured from them is flattered; only the
+    held-out ones measure it. Training writes ``heldout.json``; for a model trained before that, the split is
+    recomputed from its training workspace (it depends only on the set of (id, image hash) pairs, the
+    fraction and the seed), when that workspace still holds exactly as many decodable products."""
+    model_dir = Path(model_dir)
+    if (model_dir / HELDOUT_JSON).is_file():
+        return set(read_json(model_dir / HELDOUT_JSON)["ids"])
+    meta = read_json(model_dir / "training.json")
+    data, cfg = meta.get("data") or {}, meta.get("config") or {}
+    ws = Path(data.get("workspace", ""))
+    if not (ws / "lookalike.db").is_file() or data.get("skipped_images"):
+        return None
+    rows = [r for r in read_products(ws, cfg.get("limit")) if r.image]
+    if len(rows) != data.get("n_images"):
+        return None
+    mask = split_validation([r.id for r in rows], [r.image_hash for r in rows], cfg.get("val_frac", 0.1),
+                            cfg.get("seed", 0))
+    return {r.id for r, held in zip(rows, mask) if held}
+
+
 # ---- the decoded image cache ----------------------------------------------------------------------
 @dataclass
 class Images:

@@ -222,7 +222,7 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
     folder = out_ws.models_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     if not resume:
-        for f in ("checkpoint.pt", "model.pt", "model.onnx", TRAINING_JSON, REPORT_JSON, "curves.png"):
+        for f in ("checkpoint.pt", "model.pt", "model.onnx", TRAINING_JSON, REPORT_JSON, "curves.png", D.HELDOUT_JSON):
             (folder / f).unlink(missing_ok=True)
 
     # ---- data -----------------------------------------------------------------------------------------
@@ -242,6 +242,8 @@ def _train(source: Path, out_ws: Workspace, label: str | None, recipe: str | Non
     train_idx = np.flatnonzero(~val_mask & (targets >= 0 if targets is not None else True))
     val_idx = np.flatnonzero(val_mask)
     data_seconds = time.perf_counter() - t0
+    # `lookalike evaluate` samples its queries from these, never from products the model trained on
+    write_json(folder / D.HELDOUT_JSON, {"ids": [images.ids[i] for i in val_idx]})
 
     # ---- model and recipe --------------------------------------------------------------------------------
     torch.manual_seed(seed)
