@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -175,10 +176,9 @@ class TypeAffinity:
                 out[i, j] = memo[(a, b)]
         return out
 
-    def state(self) -> dict[str, object]:
+    def state(self) -> dict[str, Any]:
         return {"groups": self.groups, "count": self.count, "joint": [[a, b, n] for (a, b), n in self.joint.items()]}
 
     @classmethod
-    def from_state(cls, state: dict[str, object]) -> TypeAffinity:
-        return cls(int(state["groups"]), dict(state["count"]),  # type: ignore[arg-type,call-overload]
-                   {(a, b): int(n) for a, b, n in state["joint"]})  # type: ignore[union-attr,misc]
+    def from_state(cls, state: dict[str, Any]) -> TypeAffinity:
+        return cls(int(state["groups"]), dict(state["count"]), {(a, b): int(n) for a, b, n in state["joint"]})
