@@ -98,6 +98,9 @@ def select_queries(ids: list[str], labels: list[str | None], n: int, seed: int =
     if among is not None:
         skipped["seen_in_training"] = sum(1 for i in eligible if ids[i] not in among)
         eligible = [i for i in eligible if ids[i] in among]
+        if not eligible:
+            raise ValueError("no product this workspace holds was held out from the trained encoder's training: "
+                             "evaluate it on products it has not seen")
     if not eligible:
         raise ValueError("no product has a label shared with another product: nothing to evaluate")
     rng = np.random.default_rng(seed)
