@@ -279,6 +279,8 @@ def evaluate(
     compare: Annotated[list[Path] | None, typer.Option(help="another workspace to compare, repeatable")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder (default WS/reports/evaluate-<time>)")] = None,
     seed: int = 0,
+    photos: Annotated[Path | None, typer.Option(help="also score search by shopper photos on this folder "
+                                                     "(queries.csv + photos, as for evaluate-photos)")] = None,
 ) -> None:
     """Score same-label retrieval (P/R/mAP/nDCG/HR@k, ANN recall, latency) into metrics.json + report.html."""
     from lookalike.evaluate import evaluate as run
@@ -286,7 +288,8 @@ def evaluate(
 
     try:
         ks = parse_ks(k)
-        rep = run(workspace, label=label, ks=ks, queries=queries, compare=compare or [], out=out, seed=seed)
+        rep = run(workspace, label=label, ks=ks, queries=queries, compare=compare or [], out=out, seed=seed,
+                  photos=photos)
     except (ValueError, FileNotFoundError) as e:
         raise typer.BadParameter(str(e)) from e
     typer.echo(rep.summary())  # plain echo: rich would wrap the long figure lines

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from lookalike.cli import app
 from lookalike.demo import COLOURS, SHAPES, draw_product
 from lookalike.encoders.base import Encoder
+from lookalike.evaluate import evaluate
 from lookalike.evaluate.photos import (
     category_hit,
     evaluate_photos,
@@ -197,3 +198,35 @@ def test_evaluate_photos_bad_input_is_a_usage_error(eval_ws: Path, photos: Path,
     r = runner.invoke(app, ["evaluate-photos", str(tmp_path / "nothing-built"), str(photos)])
     assert r.exit_code == 2 and "lookalike build" in r.output
     assert not (tmp_path / "a").exists()
+
+
+def test_the_evaluation_report_includes_photo_search(eval_ws: Path, eval_ws_hnsw: Path, photos: Path,
+                                                     tmp_path: Path) -> None:
+    out = tmp_path / "ev"
+    rep = evaluate(eval_ws, ks=[5], queries=20, compare=[eval_ws_hnsw], out=out, grid_queries=2, photos=photos,
+                   show_progress=False)
+    ph = rep.data["photos"]
+    assert ph["k"] == 5 and ph["dataset"] == str(photos.resolve())
+    assert [w["name"] for w in ph["workspaces"]] == [w["name"] for w in rep.data["workspaces"]]
+    page = rep.report_html.read_text()
+    assert 'id="photos"' in page and "P@5, route auto" in page and "P@5, route none" in page
+    for w in ph["workspaces"]:
+        # the section's figures are those of the full photo report, which sits next to it and is linked
+        full = json.loads((out / w["json"]).read_text())
+        assert (out / w["html"]).is_file() and f'href="{w["html"]}"' in page
+        assert w["evaluated"] == full["counts"]["evaluated"] == GOOD and w["skipped"] == len(BAD_ROWS) + 2
+        for route in ("auto", "none"):
+            s = full["results"][route]
+            assert w["routes"][route] == {"P@5": s["P@5"], "category_accuracy": s["category_accuracy"],
+                                          "routed_share": s["routed_share"], "p50_ms": s["latency"]["p50_ms"],
+                                          "p99_ms": s["latency"]["p99_ms"]}
+            assert {lab: v[route] for lab, v in w["per_label"].items()} == {
+                lab: v["P@5"] for lab, v in s["per_label"].items()}
+        assert f"photos     {w['name']}: route auto: P@5={w['routes']['auto']['P@5']:.3f}" in rep.summary()
+    assert json.loads(rep.metrics_json.read_text())["photos"] == ph
+
+
+def test_evaluate_with_a_photo_folder_without_queries_is_a_usage_error(eval_ws: Path, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["evaluate", str(eval_ws), "--photos", str(tmp_path), "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 2 and "queries.csv" in r.output
+    assert not (tmp_path / "ev").exists()  # refused before any work

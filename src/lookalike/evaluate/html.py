@@ -153,6 +153,19 @@ metrics.json.</p>
 <section id="worst-categories"><h2>Worst categories</h2>
 {% for c in worst %}<h3>{{ c.name }}: {{ bar_metric }} {{ "%.3f"|format(c.value) }} over {{ c.queries }} queries</h3>
 {{ grid(c.rows) }}{% endfor %}</section>
+{% if photos %}<section id="photos"><h2>Shopper photos: search by photo</h2>
+<p class="note">The photos of <b>{{ photos.dataset }}</b>, each searched in every workspace under each route mode
+(<i>auto</i>: within the predicted category when the prediction is confident; <i>none</i>: the whole catalogue).
+A result is a hit when its articleType is one of the photo's expected types; latency is decode + encode + search
+of one photo. Each photo with its top {{ photos.k }}, hits and misses marked, is on the full page:
+{% for w in photos.workspaces %}<a href="{{ w.html }}">{{ w.name }}</a>{{ ", " if not loop.last }}{% endfor %}.</p>
+<table class="photo-metrics"><tr><th>figure</th>{% for w in photos.workspaces %}<th>{{ w.name }}<br><small>{{ w.category_predictor }}</small></th>{% endfor %}</tr>
+{% for name, cells in photos.rows %}<tr><td>{{ name }}</td>{% for c in cells %}<td>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</table>
+<h3>Per label (photos in brackets), worst first: {{ photos.pk }}, route {{ photos.route_names }}</h3>
+<table class="photo-labels"><tr><th>label</th>{% for w in photos.workspaces %}<th>{{ w.name }}</th>{% endfor %}</tr>
+{% for name, cells in photos.label_rows %}<tr><td>{{ name }}</td>{% for c in cells %}<td>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</table></section>{% endif %}
 {% if thumbnail_failures %}<p class="note">{{ thumbnail_failures }} thumbnails could not be read (grey).</p>{% endif %}
 </body></html>
 """

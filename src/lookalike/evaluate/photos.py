@@ -294,3 +294,24 @@ def _outcome_json(o: Outcome) -> dict[str, Any]:
     return {"p_at_k": o.p_at_k, "predicted": list(o.predicted) if o.predicted else None,
             "category_hit": o.category_hit, "routed_to": o.routed, "ms": round(o.seconds * 1000, 2),
             "top_ids": o.ids, "top_categories": o.categories}
+
+
+def photo_summary(res: dict[str, Any], relative_to: Path) -> dict[str, Any]:
+    """The headline figures of one ``evaluate_photos`` result, for the section of the evaluation report that
+    shows it; the full page and JSON are linked relative to the report's folder."""
+    pk = f"P@{res['k']}"
+    routes = res["results"]
+    first = next(iter(routes.values()))
+    return {
+        "encoder": res["encoder"], "category_predictor": res["category_predictor"], "k": res["k"],
+        "evaluated": res["counts"]["evaluated"],
+        "skipped": res["counts"]["skipped_rows"] + res["counts"]["skipped_photos"],
+        "html": Path(res["report"]["html"]).relative_to(relative_to).as_posix(),
+        "json": Path(res["report"]["json"]).relative_to(relative_to).as_posix(),
+        "routes": {r: {pk: s[pk], "category_accuracy": s["category_accuracy"], "routed_share": s["routed_share"],
+                       "p50_ms": s["latency"]["p50_ms"], "p99_ms": s["latency"]["p99_ms"]} for r, s in routes.items()},
+        "per_label": {lab: {"queries": v["queries"], **{r: s["per_label"][lab][pk] for r, s in routes.items()},
+                            "category_accuracy": next((s["per_label"][lab]["category_accuracy"] for s in routes.values()
+                                                       if s["per_label"][lab]["category_accuracy"] is not None), None)}
+                      for lab, v in first["per_label"].items()},
+    }

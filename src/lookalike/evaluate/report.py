@@ -17,6 +17,7 @@ import numpy as np
 
 from lookalike.evaluate import html
 from lookalike.evaluate.metrics import METRICS
+from lookalike.evaluate.photos import QUERIES_CSV, evaluate_photos, photo_summary
 from lookalike.evaluate.retrieval import LoadedWorkspace, RetrievalResult, evaluate_retrieval, select_queries
 from lookalike.io_utils import atomic_write, write_json
 from lookalike.workspace import Workspace
@@ -40,9 +41,18 @@ class EvaluationReport:
             lines.append(f"{w['name']:<10} {w['encoder']}: " + "  ".join(f"{m}@{k}={o[f'{m}@{k}']:.3f}" for m in METRICS)
                          + f"  ANN recall@{k}={w['ann'].get(f'recall@{k}', 'n/a')}"
                          + f"  latency p50/p95/p99={lat.get('p50_ms')}/{lat.get('p95_ms')}/{lat.get('p99_ms')} ms")
+        for w in (self.data.get("photos") or {}).get("workspaces", []):
+            pk = f"P@{self.data['photos']['k']}"
+            lines.append(f"photos     {w['name']}: " + "  ".join(
+                f"route {r}: {pk}={_fmt(s[pk])} accuracy={_fmt(s['category_accuracy'])} p50={s['p50_ms']} ms"
+                for r, s in w["routes"].items()) + f"  ({w['evaluated']} photos, page {w['html']})")
         lines.append(f"report     {self.report_html}  ({self.report_html.stat().st_size / 1e6:.2f} MB)")
         lines.append(f"metrics    {self.metrics_json}")
         return "\n".join(lines)
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def parse_ks(spec: str | Sequence[int]) -> list[int]:
@@ -68,10 +78,18 @@ def _unique_names(roots: list[Path]) -> list[str]:
 def evaluate(workspace: Path, label: str = "category", ks: Sequence[int] | str = (5, 10, 20), queries: int = 1000,
              compare: Sequence[Path] = (), out: Path | None = None, seed: int = 0, grid_queries: int = 12,
              worst_categories: int = 5, per_worst: int = 3, min_queries: int = 3, latency_queries: int = 500,
-             store_url: str | None = None) -> EvaluationReport:
-    """Score same-``label`` retrieval of ``workspace`` (and of each ``compare`` workspace); write the report."""
+             store_url: str | None = None, photos: Path | None = None, show_progress: bool = True
+             ) -> EvaluationReport:
+    """Score same-``label`` retrieval of ``workspace`` (and of each ``compare`` workspace); write the report.
+
+    With ``photos`` (a folder in the shopper-photos layout), every workspace's photo search is scored on it
+    too (``evaluate_photos``, at the report's headline k): its full page lands in ``photos/<name>/`` next to
+    the report, and the report gains a section with the headline figures and a link to that page."""
     t0 = time.perf_counter()
     ks = parse_ks(ks)
+    if photos is not None and not (Path(photos) / QUERIES_CSV).is_file():
+        raise FileNotFoundError(f"{Path(photos) / QUERIES_CSV} not found: --photos must be a folder with "
+                                f"{QUERIES_CSV} (path,label,expected_articleTypes) and the photos it lists")
     roots = [Path(workspace), *map(Path, compare)]
     names = _unique_names(roots)
     loaded = [LoadedWorkspace.open(r, n, store_url if i == 0 else None) for i, (r, n) in enumerate(zip(roots, names))]
@@ -121,6 +139,12 @@ def evaluate(workspace: Path, label: str = "category", ks: Sequence[int] | str =
         "worst": worst,
         "bars_uri": html.png_uri(html.category_bars({r.name: r.per_category for r in results}, bar_metric, cats)),
     }
+    if photos is not None:
+        runs = [{"name": name, **photo_summary(evaluate_photos(w.root, photos, k=hk, out=out_dir / "photos" / name,
+                                                               show_progress=show_progress, seed=seed), out_dir)}
+                for w, name in zip(loaded, names)]
+        data["photos"] = {"dataset": str(Path(photos).resolve()), "k": hk, "workspaces": runs}
+    context["photos"] = _photo_context(data["photos"]) if photos is not None else None
     data["thumbnail_failures"] = len(thumbs.failed)
     data["runtime_s"] = context["runtime_s"] = round(time.perf_counter() - t0, 1)
     context["thumbnail_failures"] = len(thumbs.failed)
@@ -156,6 +180,33 @@ def held_out_queries(loaded: Sequence[LoadedWorkspace]) -> tuple[set[str] | None
         among = held if among is None else among & held
         notes.append(f"the {len(held)} products {w.encoder} held out from its training")
     return among, "; ".join(notes) or "any product"
+
+
+def _photo_context(photos: dict[str, Any]) -> dict[str, Any]:
+    """Table rows of the report's photo section: one column per workspace, as in the metrics table."""
+    runs, pk = photos["workspaces"], f"P@{photos['k']}"
+
+    def fmt(v: float | None, spec: str = ".4f") -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    rows = [("photos searched", [str(w["evaluated"]) for w in runs])]
+    for r in runs[0]["routes"]:
+        rows += [(f"{pk}, route {r}", [fmt(w["routes"][r][pk]) for w in runs]),
+                 (f"category accuracy, route {r}", [fmt(w["routes"][r]["category_accuracy"]) for w in runs]),
+                 (f"routed into a category, route {r}", [fmt(w["routes"][r]["routed_share"], ".0%") for w in runs]),
+                 (f"latency p50 / p99 ms, route {r}",
+                  [f"{fmt(w['routes'][r]['p50_ms'], '.1f')} / {fmt(w['routes'][r]['p99_ms'], '.1f')}" for w in runs])]
+    rows = [(name, cells) for name, cells in rows if any(c != "n/a" for c in cells)]  # e.g. no guess under none
+    first = runs[0]["routes"]
+    labels = sorted(runs[0]["per_label"], key=lambda lab: (runs[0]["per_label"][lab][next(iter(first))] or 0, lab))
+
+    def cell(v: dict[str, Any]) -> str:
+        acc = v["category_accuracy"]
+        return " / ".join(fmt(v.get(r), ".2f") for r in first) + ("" if acc is None else f" (accuracy {acc:.2f})")
+
+    label_rows = [(f"{lab} ({runs[0]['per_label'][lab]['queries']})", [cell(w["per_label"][lab]) for w in runs])
+                  for lab in labels]
+    return {**photos, "pk": pk, "route_names": " / ".join(first), "rows": rows, "label_rows": label_rows}
 
 
 def _ws_json(name: str, r: RetrievalResult, n_products: int) -> dict[str, Any]:
