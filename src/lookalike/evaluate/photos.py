@@ -296,6 +296,12 @@ def _outcome_json(o: Outcome) -> dict[str, Any]:
             "top_ids": o.ids, "top_categories": o.categories}
 
 
+def label_accuracy(results: dict[str, dict[str, Any]], label: str) -> float | None:
+    """A label's category accuracy under the first route mode that predicts one (``none`` predicts nothing)."""
+    return next((s["per_label"][label]["category_accuracy"] for s in results.values()
+                 if s["per_label"][label]["category_accuracy"] is not None), None)
+
+
 def photo_summary(res: dict[str, Any], relative_to: Path) -> dict[str, Any]:
     """The headline figures of one ``evaluate_photos`` result, for the section of the evaluation report that
     shows it; the full page and JSON are linked relative to the report's folder."""
@@ -311,7 +317,6 @@ def photo_summary(res: dict[str, Any], relative_to: Path) -> dict[str, Any]:
         "routes": {r: {pk: s[pk], "category_accuracy": s["category_accuracy"], "routed_share": s["routed_share"],
                        "p50_ms": s["latency"]["p50_ms"], "p99_ms": s["latency"]["p99_ms"]} for r, s in routes.items()},
         "per_label": {lab: {"queries": v["queries"], **{r: s["per_label"][lab][pk] for r, s in routes.items()},
-                            "category_accuracy": next((s["per_label"][lab]["category_accuracy"] for s in routes.values()
-                                                       if s["per_label"][lab]["category_accuracy"] is not None), None)}
+                            "category_accuracy": label_accuracy(routes, lab)}
                       for lab, v in first["per_label"].items()},
     }

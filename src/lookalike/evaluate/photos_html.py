@@ -6,16 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 import numpy as np
 from markupsafe import Markup
 
 from lookalike.evaluate import html
-
-if TYPE_CHECKING:
-    from lookalike.evaluate.photos import Outcome, PhotoQuery
+from lookalike.evaluate.photos import Outcome, PhotoQuery, label_accuracy
 
 PHOTO_PX = 110  # the shopper photo is the thing being judged: shown larger than the results
 
@@ -148,8 +146,7 @@ def render_report(data: dict[str, Any], queries: Sequence[PhotoQuery], outcomes:
     label_rows = []
     for lab in labels:
         expected = sorted({t for q in queries if q.label == lab for t in q.expected})
-        acc = next((results[r]["per_label"][lab]["category_accuracy"] for r in routes
-                    if results[r]["per_label"][lab]["category_accuracy"] is not None), None)
+        acc = label_accuracy(results, lab)
         label_rows.append({"label": lab, "queries": stats[lab]["queries"], "expected": " | ".join(expected),
                            "cells": [_fmt(results[r]["per_label"][lab][pk]) for r in routes], "accuracy": _fmt(acc)})
     context = {

@@ -44,15 +44,15 @@ class EvaluationReport:
         for w in (self.data.get("photos") or {}).get("workspaces", []):
             pk = f"P@{self.data['photos']['k']}"
             lines.append(f"photos     {w['name']}: " + "  ".join(
-                f"route {r}: {pk}={_fmt(s[pk])} accuracy={_fmt(s['category_accuracy'])} p50={s['p50_ms']} ms"
+                f"route {r}: {pk}={_fmt(s[pk], '.3f')} accuracy={_fmt(s['category_accuracy'], '.3f')} p50={s['p50_ms']} ms"
                 for r, s in w["routes"].items()) + f"  ({w['evaluated']} photos, page {w['html']})")
         lines.append(f"report     {self.report_html}  ({self.report_html.stat().st_size / 1e6:.2f} MB)")
         lines.append(f"metrics    {self.metrics_json}")
         return "\n".join(lines)
 
 
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
+def _fmt(v: float | None, spec: str = ".4f") -> str:
+    return "n/a" if v is None else format(v, spec)
 
 
 def parse_ks(spec: str | Sequence[int]) -> list[int]:
@@ -185,24 +185,20 @@ def held_out_queries(loaded: Sequence[LoadedWorkspace]) -> tuple[set[str] | None
 def _photo_context(photos: dict[str, Any]) -> dict[str, Any]:
     """Table rows of the report's photo section: one column per workspace, as in the metrics table."""
     runs, pk = photos["workspaces"], f"P@{photos['k']}"
-
-    def fmt(v: float | None, spec: str = ".4f") -> str:
-        return "n/a" if v is None else format(v, spec)
-
     rows = [("photos searched", [str(w["evaluated"]) for w in runs])]
     for r in runs[0]["routes"]:
-        rows += [(f"{pk}, route {r}", [fmt(w["routes"][r][pk]) for w in runs]),
-                 (f"category accuracy, route {r}", [fmt(w["routes"][r]["category_accuracy"]) for w in runs]),
-                 (f"routed into a category, route {r}", [fmt(w["routes"][r]["routed_share"], ".0%") for w in runs]),
+        rows += [(f"{pk}, route {r}", [_fmt(w["routes"][r][pk]) for w in runs]),
+                 (f"category accuracy, route {r}", [_fmt(w["routes"][r]["category_accuracy"]) for w in runs]),
+                 (f"routed into a category, route {r}", [_fmt(w["routes"][r]["routed_share"], ".0%") for w in runs]),
                  (f"latency p50 / p99 ms, route {r}",
-                  [f"{fmt(w['routes'][r]['p50_ms'], '.1f')} / {fmt(w['routes'][r]['p99_ms'], '.1f')}" for w in runs])]
+                  [f"{_fmt(w['routes'][r]['p50_ms'], '.1f')} / {_fmt(w['routes'][r]['p99_ms'], '.1f')}" for w in runs])]
     rows = [(name, cells) for name, cells in rows if any(c != "n/a" for c in cells)]  # e.g. no guess under none
     first = runs[0]["routes"]
     labels = sorted(runs[0]["per_label"], key=lambda lab: (runs[0]["per_label"][lab][next(iter(first))] or 0, lab))
 
     def cell(v: dict[str, Any]) -> str:
         acc = v["category_accuracy"]
-        return " / ".join(fmt(v.get(r), ".2f") for r in first) + ("" if acc is None else f" (accuracy {acc:.2f})")
+        return " / ".join(_fmt(v.get(r), ".2f") for r in first) + ("" if acc is None else f" (accuracy {acc:.2f})")
 
     label_rows = [(f"{lab} ({runs[0]['per_label'][lab]['queries']})", [cell(w["per_label"][lab]) for w in runs])
                   for lab in labels]
