@@ -67,14 +67,20 @@ class Outcome:
 
 
 # ---- reading the dataset ----------------------------------------------------------------------------
+def queries_csv(photos_dir: Path) -> Path:
+    """``photos_dir/queries.csv``; FileNotFoundError saying what the folder must hold when it is missing."""
+    csv_path = Path(photos_dir) / QUERIES_CSV
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path} not found: PHOTOS_DIR must hold {QUERIES_CSV} and the photos it lists")
+    return csv_path
+
+
 def read_queries(photos_dir: Path, skipped: list[Skipped] | None = None) -> list[PhotoQuery]:
     """The usable rows of ``photos_dir/queries.csv``. A malformed row, a path escaping the folder or a
     missing photo is skipped, logged and appended to ``skipped`` when given; only a missing queries.csv or
     a missing required column is fatal, since then no row can be read."""
     root = Path(photos_dir).resolve()
-    csv_path = root / QUERIES_CSV
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"{csv_path} not found: PHOTOS_DIR must hold {QUERIES_CSV} and the photos it lists")
+    csv_path = queries_csv(root)
     bad: list[Skipped] = []
     out: list[PhotoQuery] = []
     with csv_path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's BOM would hide 'path'

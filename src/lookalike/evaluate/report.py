@@ -17,7 +17,7 @@ import numpy as np
 
 from lookalike.evaluate import html
 from lookalike.evaluate.metrics import METRICS
-from lookalike.evaluate.photos import QUERIES_CSV, evaluate_photos, photo_summary
+from lookalike.evaluate.photos import evaluate_photos, photo_summary, queries_csv
 from lookalike.evaluate.retrieval import LoadedWorkspace, RetrievalResult, evaluate_retrieval, select_queries
 from lookalike.io_utils import atomic_write, write_json
 from lookalike.workspace import Workspace
@@ -87,9 +87,8 @@ def evaluate(workspace: Path, label: str = "category", ks: Sequence[int] | str =
     the report, and the report gains a section with the headline figures and a link to that page."""
     t0 = time.perf_counter()
     ks = parse_ks(ks)
-    if photos is not None and not (Path(photos) / QUERIES_CSV).is_file():
-        raise FileNotFoundError(f"{Path(photos) / QUERIES_CSV} not found: --photos must be a folder with "
-                                f"{QUERIES_CSV} (path,label,expected_articleTypes) and the photos it lists")
+    if photos is not None:
+        queries_csv(photos)  # refuse a wrong folder before any work
     roots = [Path(workspace), *map(Path, compare)]
     names = _unique_names(roots)
     loaded = [LoadedWorkspace.open(r, n, store_url if i == 0 else None) for i, (r, n) in enumerate(zip(roots, names))]
